@@ -1,0 +1,1 @@
+"""Durable store of one account: snapshots, executions, intents, closed trades, reports."""
