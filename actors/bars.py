@@ -1,0 +1,133 @@
+"""A fixed-size ring of recent bars, compact in memory.
+
+Bars are stored column-wise in one ``array('d')`` (ts, open, high, low, close,
+volume per slot), so a 240-bar buffer is one 11.5 KB buffer rather than 1,440
+Python floats. It serializes to bytes for snapshots without a per-bar object.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from brokers.base import Bar
+
+__all__ = ["BarRing"]
+
+_FIELDS = 6  # ts, open, high, low, close, volume
+_HEADER = struct.Struct("<III")  # capacity, count, head
+
+
+class BarRing:
+    """The last ``capacity`` bars of one symbol, oldest first when iterated."""
+
+    __slots__ = ("_count", "_data", "_head", "capacity", "symbol")
+
+    def __init__(self, symbol: str, capacity: int = 240) -> None:
+        if capacity <= 0:
+            raise ValueError(f"bar buffer capacity must be positive, not {capacity}")
+        self.symbol = symbol
+        self.capacity = capacity
+        self._data = array("d", bytes(8 * _FIELDS * capacity))
+        self._count = 0
+        self._head = 0  # next slot to write
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, bar: Bar) -> None:
+        """Add ``bar``; a bar not newer than the last one is ignored (replays, overlaps)."""
+        ts = bar.ts.timestamp()
+        if self._count and ts <= self.last_ts():
+            return
+        i = self._head * _FIELDS
+        d = self._data
+        d[i] = ts
+        d[i + 1] = bar.open
+        d[i + 2] = bar.high
+        d[i + 3] = bar.low
+        d[i + 4] = bar.close
+        d[i + 5] = bar.volume
+        self._head = (self._head + 1) % self.capacity
+        self._count = min(self._count + 1, self.capacity)
+
+    def _slot(self, age: int) -> int:
+        """Index of the bar ``age`` steps back (0 = newest)."""
+        return ((self._head - 1 - age) % self.capacity) * _FIELDS
+
+    def last_ts(self) -> float:
+        if not self._count:
+            raise IndexError("empty bar buffer")
+        return self._data[self._slot(0)]
+
+    def close(self, age: int = 0) -> float:
+        """Return the close ``age`` bars back (0 = newest); raise ``IndexError`` past the start."""
+        if not 0 <= age < self._count:
+            raise IndexError(f"no bar {age} back in a buffer of {self._count}")
+        return self._data[self._slot(age) + 4]
+
+    def last_time(self) -> datetime | None:
+        return datetime.fromtimestamp(self.last_ts(), UTC) if self._count else None
+
+    def __iter__(self) -> Iterator[Bar]:
+        for age in range(self._count - 1, -1, -1):
+            yield self._bar(age)
+
+    def since(self, ts: datetime) -> list[Bar]:
+        """Return the bars opening at or after ``ts``, oldest first."""
+        cutoff = ts.timestamp()
+        out: list[Bar] = []
+        for age in range(self._count):
+            if self._data[self._slot(age)] < cutoff:
+                break
+            out.append(self._bar(age))
+        out.reverse()
+        return out
+
+    def _bar(self, age: int) -> Bar:
+        i = self._slot(age)
+        d = self._data
+        return Bar(
+            symbol=self.symbol,
+            ts=datetime.fromtimestamp(d[i], UTC),
+            open=d[i + 1],
+            high=d[i + 2],
+            low=d[i + 3],
+            close=d[i + 4],
+            volume=d[i + 5],
+        )
+
+    def drop_before(self, ts: datetime) -> None:
+        """Forget bars older than ``ts`` (stale after a long downtime)."""
+        keep = self.since(ts)
+        self._data = array("d", bytes(8 * _FIELDS * self.capacity))
+        self._count = 0
+        self._head = 0
+        for bar in keep:
+            self.append(bar)
+
+    def to_bytes(self) -> bytes:
+        return _HEADER.pack(self.capacity, self._count, self._head) + self._data.tobytes()
+
+    @classmethod
+    def from_bytes(cls, symbol: str, blob: bytes, capacity: int | None = None) -> BarRing:
+        """Rebuild a ring; raise ``ValueError`` on a malformed blob."""
+        if len(blob) < _HEADER.size:
+            raise ValueError("bar buffer blob too short")
+        cap, count, head = _HEADER.unpack_from(blob)
+        body = blob[_HEADER.size :]
+        if cap <= 0 or count > cap or head >= cap or len(body) != 8 * _FIELDS * cap:
+            raise ValueError("malformed bar buffer blob")
+        ring = cls(symbol, cap)
+        ring._data = array("d")
+        ring._data.frombytes(body)
+        ring._count = count
+        ring._head = head
+        if capacity is not None and capacity != cap:
+            resized = cls(symbol, capacity)
+            for bar in ring:
+                resized.append(bar)
+            return resized
+        return ring

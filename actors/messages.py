@@ -1,0 +1,100 @@
+"""Messages of the position actor: frozen, tagged Structs dispatched with ``match``."""
+
+from __future__ import annotations
+
+import msgspec
+
+from brokers.base import Bar, BrokerPosition, Execution, Order
+
+__all__ = [
+    "Checkpoint",
+    "Confirm",
+    "FillAck",
+    "FlattenNow",
+    "GetState",
+    "OnBar",
+    "OnExecution",
+    "OnOrderUpdate",
+    "PositionMsg",
+    "Reconcile",
+    "ReconcileOutcome",
+    "SetMode",
+]
+
+
+class OnBar(msgspec.Struct, frozen=True, tag=True):
+    bar: Bar
+
+
+class OnExecution(msgspec.Struct, frozen=True, tag=True):
+    """Apply a fill; the reply (``FillAck``) comes only after its commit."""
+
+    execution: Execution
+    replayed: bool = False
+
+
+class FillAck(msgspec.Struct, frozen=True):
+    exec_id: str
+    applied: bool  # False: a duplicate, nothing changed
+
+
+class OnOrderUpdate(msgspec.Struct, frozen=True, tag=True):
+    order: Order
+
+
+class Checkpoint(msgspec.Struct, frozen=True, tag=True):
+    """Persist the snapshot when dirty (``force``: even when clean)."""
+
+    force: bool = False
+
+
+class GetState(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class FlattenNow(msgspec.Struct, frozen=True, tag=True):
+    reason: str = "flatten"
+
+
+class SetMode(msgspec.Struct, frozen=True, tag=True):
+    mode: str  # managed | watch
+
+
+class Confirm(msgspec.Struct, frozen=True, tag=True):
+    """An operator confirms an unverified position (brokers without position reports)."""
+
+
+class Reconcile(msgspec.Struct, frozen=True, tag=True):
+    """Broker truth for this symbol; the actor heals what ``heal`` allows."""
+
+    position: BrokerPosition | None
+    open_orders: tuple[Order, ...]
+    last_exit_price: float | None
+    heal: bool
+    dry_run: bool
+    restore_stop: bool
+    orphan_mode: str  # adopt | manage | flatten
+
+
+class ReconcileOutcome(msgspec.Struct, frozen=True):
+    symbol: str
+    finding: str  # ok, zombie, orphan, drift, unprotected
+    local_qty: float
+    broker_qty: float
+    local_avg: float
+    broker_avg: float
+    actions: tuple[str, ...] = ()
+    unprotected: bool = False
+
+
+PositionMsg = (
+    OnBar
+    | OnExecution
+    | OnOrderUpdate
+    | Checkpoint
+    | GetState
+    | FlattenNow
+    | SetMode
+    | Confirm
+    | Reconcile
+)

@@ -1,0 +1,483 @@
+"""Pure transitions of a position: state in, state out, no I/O.
+
+Each function validates first and raises a typed ``ModelError`` before it
+changes anything, so a bad input leaves the caller's state as it was (states
+are frozen; a new one is returned). The actor around these functions persists
+the new state before it acts on it.
+
+Accounting is average cost: entries raise the position at a volume-weighted
+price; exits realize ``(price - avg) * closed_qty`` (sign-adjusted) and leave
+the average unchanged. A fill that crosses zero closes the trade and opens the
+remainder on the other side, recorded as two steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import date, datetime
+
+import msgspec
+
+from actors.state import (
+    ClosedTrade,
+    ExitReason,
+    Fill,
+    Intent,
+    IntentKind,
+    Mode,
+    Origin,
+    PartialExit,
+    PositionState,
+    StopOrder,
+    attempt_key,
+)
+from brokers.base import Bar, Execution, OrderType, Side, signed
+
+__all__ = [
+    "APPLIED_IDS_KEPT",
+    "Applied",
+    "BadInput",
+    "EntryRefused",
+    "ModelError",
+    "WrongSymbol",
+    "adopt",
+    "apply_fill",
+    "begin_entry",
+    "begin_order",
+    "client_order_id",
+    "close_externally",
+    "mark_bar",
+    "override_quantity",
+    "resolve_intent",
+    "roll_day",
+    "set_levels",
+    "set_stop",
+]
+
+APPLIED_IDS_KEPT = 4096
+_EPS = 1e-9
+
+
+class ModelError(ValueError):
+    """An input the model refuses; the state is unchanged."""
+
+
+class BadInput(ModelError):
+    """A price or quantity that cannot be real (NaN, infinite, zero, negative)."""
+
+
+class WrongSymbol(ModelError):
+    """An event for another symbol."""
+
+
+class EntryRefused(ModelError):
+    """An entry the rules forbid (position open, entry in flight, attempts exhausted, ...)."""
+
+
+class Applied(msgspec.Struct, frozen=True):
+    """What a fill did. ``duplicate`` means nothing changed."""
+
+    state: PositionState
+    closed: tuple[ClosedTrade, ...] = ()
+    partial: PartialExit | None = None
+    duplicate: bool = False
+
+
+def _check_price(value: float | None, what: str) -> None:
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise BadInput(f"{what} {value!r} is not a positive finite price")
+
+
+def _check_qty(value: float, what: str) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise BadInput(f"{what} {value!r} is not a positive finite quantity")
+
+
+def client_order_id(account: str, symbol: str, day: date, attempt: int, kind: str) -> str:
+    """Return the deterministic client order id of (account, symbol, day, attempt, kind).
+
+    The same decision after a crash yields the same id, so a resend cannot
+    duplicate at the broker (venues refuse a known client order id).
+    """
+    acct = hashlib.blake2s(account.encode(), digest_size=3).hexdigest()
+    return f"sw-{acct}-{symbol}-{day:%y%m%d}-{attempt}-{kind}"
+
+
+def _bump(state: PositionState, **changes: object) -> PositionState:
+    return msgspec.structs.replace(state, seq=state.seq + 1, **changes)
+
+
+def roll_day(state: PositionState, day: date) -> PositionState:
+    """Reset day-scoped fields when ``day`` is a later trading day; keep the position."""
+    if day <= state.trading_day:
+        return state
+    attempts = {k: v for k, v in state.attempts.items() if k >= day.isoformat()}
+    return _bump(
+        state,
+        trading_day=day,
+        attempts=attempts,
+        entries_today=0,
+        realized_pnl_today=0.0,
+        trades_today=0,
+    )
+
+
+def set_levels(state: PositionState, day: date, levels: dict[str, float]) -> PositionState:
+    """Record the day's pivots (``resistance``/``support``)."""
+    for name, value in levels.items():
+        _check_price(value, f"level {name}")
+    return _bump(state, levels=dict(levels), levels_day=day)
+
+
+def mark_bar(state: PositionState, bar: Bar) -> PositionState:
+    """Track the last price and the trade's extremes (for MAE/MFE) from a bar."""
+    if bar.symbol != state.symbol:
+        raise WrongSymbol(f"bar for {bar.symbol} sent to {state.symbol}")
+    for name, value in (("high", bar.high), ("low", bar.low), ("close", bar.close)):
+        _check_price(value, f"bar {name}")
+    if state.is_flat:
+        if state.last_price == bar.close:
+            return state
+        return msgspec.structs.replace(state, last_price=bar.close)
+    high = bar.high if state.trade_high is None else max(state.trade_high, bar.high)
+    low = bar.low if state.trade_low is None else min(state.trade_low, bar.low)
+    return msgspec.structs.replace(state, last_price=bar.close, trade_high=high, trade_low=low)
+
+
+def begin_entry(
+    state: PositionState,
+    *,
+    day: date,
+    pivot: float,
+    side: Side,
+    qty: float,
+    now: datetime,
+    max_attempts: int,
+    order_type: OrderType = OrderType.MARKET,
+    price: float | None = None,
+) -> tuple[PositionState, Intent]:
+    """Count the attempt and record the entry intent; raise ``EntryRefused`` when forbidden."""
+    _check_qty(qty, "entry qty")
+    _check_price(pivot, "pivot")
+    if price is not None:
+        _check_price(price, "entry price")
+    if state.mode is not Mode.MANAGED:
+        raise EntryRefused(f"{state.symbol}: mode {state.mode.value}, no automated orders")
+    if not state.is_flat:
+        raise EntryRefused(f"{state.symbol}: position of {state.qty} already open")
+    if any(i.kind is IntentKind.ENTRY for i in state.intents):
+        raise EntryRefused(f"{state.symbol}: an entry is already in flight")
+    state = roll_day(state, day)
+    key = attempt_key(day, pivot, side)
+    used = state.attempts.get(key, 0)
+    if used >= max_attempts:
+        raise EntryRefused(
+            f"{state.symbol}: {used} of {max_attempts} attempts used at pivot {pivot} {side.value}"
+        )
+    number = state.entries_today + 1
+    intent = Intent(
+        client_order_id=client_order_id(state.account, state.symbol, day, number, "entry"),
+        kind=IntentKind.ENTRY,
+        side=side,
+        qty=qty,
+        order_type=order_type,
+        created_at=now,
+        price=price,
+        reason="entry",
+    )
+    attempts = dict(state.attempts)
+    attempts[key] = used + 1
+    new = _bump(
+        state,
+        attempts=attempts,
+        entries_today=number,
+        intents=(*state.intents, intent),
+        pivot=pivot,
+    )
+    return new, intent
+
+
+def begin_order(
+    state: PositionState,
+    *,
+    kind: IntentKind,
+    side: Side,
+    qty: float,
+    now: datetime,
+    tag: str,
+    order_type: OrderType = OrderType.MARKET,
+    price: float | None = None,
+    reason: str = "",
+) -> tuple[PositionState, Intent]:
+    """Record a non-entry intent (stop, partial, exit); ``tag`` makes its id unique."""
+    _check_qty(qty, f"{kind.value} qty")
+    if price is not None:
+        _check_price(price, f"{kind.value} price")
+    cid = client_order_id(
+        state.account, state.symbol, state.trading_day, state.entries_today, tag
+    )
+    if state.intent(cid) is not None:
+        raise EntryRefused(f"{state.symbol}: intent {cid} already exists")
+    intent = Intent(
+        client_order_id=cid,
+        kind=kind,
+        side=side,
+        qty=qty,
+        order_type=order_type,
+        created_at=now,
+        price=price,
+        reason=reason or kind.value,
+    )
+    return _bump(state, intents=(*state.intents, intent)), intent
+
+
+def resolve_intent(
+    state: PositionState, client_order_id: str, *, order_id: str | None = None, done: bool = False
+) -> PositionState:
+    """Attach the broker's order id to an intent, or drop it when ``done`` (canceled/rejected)."""
+    intent = state.intent(client_order_id)
+    if intent is None:
+        return state
+    if done:
+        return _bump(
+            state, intents=tuple(i for i in state.intents if i.client_order_id != client_order_id)
+        )
+    if order_id is None or intent.order_id == order_id:
+        return state
+    updated = msgspec.structs.replace(intent, order_id=order_id)
+    intents = tuple(updated if i is intent else i for i in state.intents)
+    stop = state.stop
+    if stop is not None and stop.client_order_id == client_order_id:
+        stop = msgspec.structs.replace(stop, order_id=order_id, status="live")
+    return _bump(state, intents=intents, stop=stop)
+
+
+def set_stop(state: PositionState, stop: StopOrder | None) -> PositionState:
+    """Record the protective stop as it is (or is about to be) at the broker."""
+    if stop is not None:
+        _check_price(stop.price, "stop price")
+        _check_qty(stop.qty, "stop qty")
+    if stop == state.stop:
+        return state
+    return _bump(state, stop=stop)
+
+
+def _vwap(fills: tuple[Fill, ...]) -> float | None:
+    total = sum(f.qty for f in fills)
+    if total <= 0:
+        return None
+    return sum(f.qty * f.price for f in fills) / total
+
+
+def _extremes(state: PositionState, avg: float) -> tuple[float, float]:
+    """Return (MAE, MFE) per share from the trade's extremes."""
+    high = state.trade_high if state.trade_high is not None else avg
+    low = state.trade_low if state.trade_low is not None else avg
+    if state.qty > 0:
+        return max(0.0, avg - low), max(0.0, high - avg)
+    return max(0.0, high - avg), max(0.0, avg - low)
+
+
+def _exit_reason(intent: Intent | None) -> str:
+    if intent is None:
+        return ExitReason.MANUAL.value
+    if intent.kind is IntentKind.STOP:
+        return ExitReason.STOP.value
+    if intent.kind is IntentKind.PARTIAL:
+        return ExitReason.PARTIAL.value
+    return intent.reason or ExitReason.MANUAL.value
+
+
+def _closed_trade(
+    state: PositionState, exits: tuple[Fill, ...], at: datetime, realized: float, reason: str
+) -> ClosedTrade:
+    mae, mfe = _extremes(state, state.avg_price)
+    entered = sum(f.qty for f in state.entries) or abs(state.qty)
+    first = state.entries[0].exec_id if state.entries else f"{at.timestamp():.0f}"
+    return ClosedTrade(
+        trade_id=f"{state.symbol}-{first}",
+        symbol=state.symbol,
+        side=Side.BUY if state.qty > 0 else Side.SELL,
+        qty=entered,
+        entry_at=state.opened_at,
+        entry_price=state.avg_price,
+        exit_at=at,
+        exit_price=_vwap(exits),
+        realized_pnl=realized,
+        mae=mae,
+        mfe=mfe,
+        exit_reason=reason,
+        strategy=state.strategy,
+        trading_day=state.trading_day,
+    )
+
+
+def _flat(state: PositionState) -> dict[str, object]:
+    return {
+        "qty": 0.0,
+        "avg_price": 0.0,
+        "opened_at": None,
+        "entries": (),
+        "exits": (),
+        "partials": (),
+        "stop": None,
+        "targets": (),
+        "planned_stop": None,
+        "trade_high": None,
+        "trade_low": None,
+        "trade_realized": 0.0,
+        "origin": Origin.STRATEGY,
+        "mode": state.mode if state.origin is Origin.STRATEGY else Mode.MANAGED,
+    }
+
+
+def _track_intent(intents: tuple[Intent, ...], ex: Execution) -> tuple[Intent, ...]:
+    out: list[Intent] = []
+    for intent in intents:
+        if intent.client_order_id == ex.client_order_id:
+            filled = intent.filled_qty + ex.qty
+            if filled + _EPS >= intent.qty:
+                continue
+            intent = msgspec.structs.replace(intent, filled_qty=filled, order_id=ex.order_id)
+        out.append(intent)
+    return tuple(out)
+
+
+def apply_fill(state: PositionState, ex: Execution) -> Applied:
+    """Apply one execution; a known ``exec_id`` changes nothing.
+
+    Raises ``WrongSymbol`` or ``BadInput`` (state unchanged).
+    """
+    if ex.symbol != state.symbol:
+        raise WrongSymbol(f"execution {ex.exec_id} for {ex.symbol} sent to {state.symbol}")
+    try:
+        ex.validate()
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    if ex.exec_id in state.applied:
+        return Applied(state=state, duplicate=True)
+
+    intent = state.intent(ex.client_order_id)
+    fill = Fill(exec_id=ex.exec_id, at=ex.ts, side=ex.side, qty=ex.qty, price=ex.price)
+    applied = (*state.applied, ex.exec_id)[-APPLIED_IDS_KEPT:]
+    intents = _track_intent(state.intents, ex)
+    delta = signed(ex.side, ex.qty)
+    closed: list[ClosedTrade] = []
+    partial: PartialExit | None = None
+
+    if state.is_flat or (state.qty > 0) == (delta > 0):
+        new_qty = state.qty + delta
+        avg = (abs(state.qty) * state.avg_price + ex.qty * ex.price) / abs(new_qty)
+        opened = state.opened_at if not state.is_flat else ex.ts
+        high = ex.price if state.trade_high is None else max(state.trade_high, ex.price)
+        low = ex.price if state.trade_low is None else min(state.trade_low, ex.price)
+        new = _bump(
+            state,
+            qty=new_qty,
+            avg_price=avg,
+            opened_at=opened,
+            entries=(*state.entries, fill),
+            applied=applied,
+            intents=intents,
+            trade_high=high,
+            trade_low=low,
+        )
+        return Applied(state=new)
+
+    # Reducing (and perhaps crossing zero).
+    closing = min(abs(state.qty), ex.qty)
+    direction = 1.0 if state.qty > 0 else -1.0
+    realized = (ex.price - state.avg_price) * closing * direction
+    trade_realized = state.trade_realized + realized
+    closing_fill = msgspec.structs.replace(fill, qty=closing)
+    exits = (*state.exits, closing_fill)
+    remainder = ex.qty - closing
+    new_qty = state.qty + direction * -closing
+    reason = _exit_reason(intent)
+    common: dict[str, object] = {
+        "applied": applied,
+        "intents": intents,
+        "realized_pnl_today": state.realized_pnl_today + realized,
+    }
+
+    if abs(new_qty) > _EPS:
+        partial = PartialExit(at=ex.ts, price=ex.price, qty=closing, reason=reason)
+        new = _bump(
+            state,
+            qty=new_qty,
+            exits=exits,
+            partials=(*state.partials, partial),
+            trade_realized=trade_realized,
+            **common,
+        )
+        return Applied(state=new, partial=partial)
+
+    trade = _closed_trade(state, exits, ex.ts, trade_realized, reason)
+    closed.append(trade)
+    fields = _flat(state) | common
+    fields["trades_today"] = state.trades_today + 1
+    if remainder > _EPS:
+        fields |= {
+            "qty": signed(ex.side, remainder),
+            "avg_price": ex.price,
+            "opened_at": ex.ts,
+            "entries": (msgspec.structs.replace(fill, qty=remainder),),
+            "trade_high": ex.price,
+            "trade_low": ex.price,
+        }
+    new = _bump(state, **fields)
+    return Applied(state=new, closed=tuple(closed))
+
+
+def override_quantity(state: PositionState, qty: float, avg_price: float) -> PositionState:
+    """Let the broker's quantity and average price override ours (reconciliation)."""
+    if not math.isfinite(qty):
+        raise BadInput(f"broker qty {qty!r} is not finite")
+    if qty != 0:
+        _check_price(avg_price, "broker avg price")
+    if abs(state.qty - qty) < _EPS and abs(state.avg_price - avg_price) < 1e-6:
+        return state
+    return _bump(state, qty=qty, avg_price=avg_price if qty else 0.0)
+
+
+def close_externally(
+    state: PositionState, at: datetime, exit_price: float | None
+) -> tuple[PositionState, ClosedTrade | None]:
+    """Close a zombie (open here, flat at the broker) as ``CLOSED_EXTERNALLY``."""
+    if state.is_flat:
+        return state, None
+    realized = state.trade_realized
+    if exit_price is not None:
+        _check_price(exit_price, "exit price")
+        direction = 1.0 if state.qty > 0 else -1.0
+        realized += (exit_price - state.avg_price) * abs(state.qty) * direction
+    exit_fill = (
+        (Fill(exec_id="external", at=at, side=Side.BUY, qty=abs(state.qty), price=exit_price),)
+        if exit_price is not None
+        else ()
+    )
+    trade = _closed_trade(state, exit_fill, at, realized, ExitReason.CLOSED_EXTERNALLY.value)
+    fields = _flat(state)
+    fields["trades_today"] = state.trades_today + 1
+    fields["realized_pnl_today"] = state.realized_pnl_today + (realized - state.trade_realized)
+    fields["intents"] = ()
+    return _bump(state, **fields), trade
+
+
+def adopt(state: PositionState, qty: float, avg_price: float, at: datetime, mode: Mode) -> PositionState:
+    """Adopt an orphan (open at the broker, unknown here) with origin ``recovered``."""
+    _check_price(avg_price, "orphan avg price")
+    if not math.isfinite(qty) or qty == 0:
+        raise BadInput(f"orphan qty {qty!r} must be non-zero and finite")
+    return _bump(
+        state,
+        qty=qty,
+        avg_price=avg_price,
+        opened_at=at,
+        origin=Origin.RECOVERED,
+        mode=mode,
+        strategy="recovered",
+        trade_high=avg_price,
+        trade_low=avg_price,
+    )

@@ -1,0 +1,237 @@
+"""Sending orders for a position actor: write-ahead intents, then the broker.
+
+Every order starts as an intent committed with the actor's snapshot; only then
+is it sent, with its deterministic client order id. A resend after a crash that
+meets "duplicate client order id" is a no-op: the order is fetched by its id.
+A broker that is unreachable leaves the intent pending for reconciliation,
+which asks the broker by client order id and resends or drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from actors import model
+from actors.state import Intent, IntentKind, PositionState, StopOrder
+from brokers.base import (
+    BrokerError,
+    DuplicateClientOrderId,
+    Order,
+    OrderNotFound,
+    OrderRejected,
+    OrderRequest,
+    OrderType,
+)
+from persistence.protocol import IntentRow, PutIntent, ResolveIntent, Write
+from runtime.alerts import Severity
+from runtime.failpoint import failpoint
+
+if TYPE_CHECKING:
+    from actors.position import PositionActor
+
+__all__ = ["OrderDesk", "intent_row"]
+
+_log = logging.getLogger(__name__)
+
+
+def intent_row(symbol: str, intent: Intent) -> IntentRow:
+    return IntentRow(
+        client_order_id=intent.client_order_id,
+        symbol=symbol,
+        kind=intent.kind.value,
+        side=intent.side,
+        qty=intent.qty,
+        price=intent.price,
+        created_at=intent.created_at,
+        order_id=intent.order_id,
+    )
+
+
+def _request(symbol: str, intent: Intent) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=intent.client_order_id,
+        symbol=symbol,
+        side=intent.side,
+        qty=intent.qty,
+        type=intent.order_type,
+        limit_price=intent.price if intent.order_type is OrderType.LIMIT else None,
+        stop_price=intent.price if intent.order_type is OrderType.STOP else None,
+    )
+
+
+class OrderDesk:
+    """The order path of one position actor (runs inside the actor's turn)."""
+
+    def __init__(self, actor: PositionActor) -> None:
+        self.actor = actor
+
+    @property
+    def _broker(self) -> object:
+        return self.actor.ctx.broker
+
+    async def submit_new(self, state: PositionState, intent: Intent) -> Order | None:
+        """Commit ``state`` holding ``intent``, then send it."""
+        await self.actor._commit(state, [PutIntent(intent_row(self.actor.symbol, intent))])
+        failpoint("after_intent_commit")
+        return await self.send(intent)
+
+    async def place(
+        self,
+        kind: IntentKind,
+        qty: float,
+        *,
+        tag: str,
+        reason: str,
+        order_type: OrderType = OrderType.MARKET,
+        price: float | None = None,
+    ) -> Order | None:
+        state = self.actor.state
+        side = state.side
+        if side is None:
+            return None
+        try:
+            state, intent = model.begin_order(
+                state,
+                kind=kind,
+                side=side.opposite,
+                qty=qty,
+                now=self.actor.ctx.clock.now(),
+                tag=tag,
+                order_type=order_type,
+                price=price,
+                reason=reason,
+            )
+        except model.ModelError as exc:
+            _log.warning("%s: %s not placed: %s", self.actor.symbol, kind.value, exc)
+            return None
+        return await self.submit_new(state, intent)
+
+    async def send(self, intent: Intent) -> Order | None:
+        """Send a committed intent; return the order as the broker holds it, or None."""
+        actor = self.actor
+        broker = actor.ctx.broker
+        request = _request(actor.symbol, intent)
+        try:
+            order = await broker.submit(request)
+        except DuplicateClientOrderId:
+            order_or_none = await broker.order_by_client_id(intent.client_order_id)
+            if order_or_none is None:
+                return None
+            order = order_or_none
+        except OrderRejected as exc:
+            actor._alert("order", Severity.WARNING, f"{intent.kind.value} rejected: {exc}")
+            state = model.resolve_intent(actor.state, intent.client_order_id, done=True)
+            if state.stop is not None and state.stop.client_order_id == intent.client_order_id:
+                state = model.set_stop(state, None)
+            await actor._commit(state, [ResolveIntent(intent.client_order_id, "rejected")])
+            return None
+        except BrokerError as exc:
+            _log.warning("%s: %s not sent (%s); pending for reconciliation",
+                         actor.symbol, intent.client_order_id, exc)
+            return None
+        failpoint("after_submit_before_ack")
+        actor._adopt(model.resolve_intent(actor.state, intent.client_order_id, order_id=order.order_id))
+        return order
+
+    def plan_stop(self, state: PositionState) -> tuple[PositionState, Intent | None, list[Write]]:
+        """After an entry fill: record the protective stop intent (sent once durable)."""
+        if state.stop is not None or state.side is None:
+            return state, None, []
+        price = state.planned_stop
+        if price is None:
+            return state, None, []
+        state, intent = model.begin_order(
+            state,
+            kind=IntentKind.STOP,
+            side=state.side.opposite,
+            qty=abs(state.qty),
+            now=self.actor.ctx.clock.now(),
+            tag=f"stop{state.seq}",
+            order_type=OrderType.STOP,
+            price=price,
+            reason="stop",
+        )
+        stop = StopOrder(
+            client_order_id=intent.client_order_id, side=intent.side, price=price, qty=intent.qty
+        )
+        state = model.set_stop(state, stop)
+        return state, intent, [PutIntent(intent_row(self.actor.symbol, intent))]
+
+    async def resize_stop(self) -> None:
+        """Keep the resting stop's quantity equal to the position's."""
+        stop = self.actor.state.stop
+        qty = abs(self.actor.state.qty)
+        if stop is None or stop.order_id is None or abs(stop.qty - qty) < 1e-9:
+            return
+        await self.move_stop(stop.price, qty)
+
+    async def move_stop(self, price: float, qty: float) -> None:
+        actor = self.actor
+        stop = actor.state.stop
+        if stop is None or stop.order_id is None or not actor.trading_allowed:
+            return
+        planned = msgspec.structs.replace(stop, price=price, qty=qty, status="replacing")
+        await actor._commit(model.set_stop(actor.state, planned), [])
+        try:
+            order = await actor.ctx.broker.replace(stop.order_id, stop_price=price, qty=qty)
+        except BrokerError as exc:
+            _log.warning("%s: stop move to %s failed: %s", actor.symbol, price, exc)
+            await actor._commit(model.set_stop(actor.state, stop), [])
+            return
+        live = msgspec.structs.replace(planned, order_id=order.order_id, status="live")
+        actor._adopt(model.set_stop(actor.state, live))
+
+    async def cancel_stop(self) -> bool:
+        """Cancel the resting stop before an exit; False when it may have filled."""
+        actor = self.actor
+        stop = actor.state.stop
+        if stop is None:
+            return True
+        order_id = stop.order_id
+        if order_id is None:
+            try:
+                found = await actor.ctx.broker.order_by_client_id(stop.client_order_id)
+            except BrokerError:
+                return False
+            if found is None:
+                order_id = None
+            elif not found.status.is_open:
+                return False
+            else:
+                order_id = found.order_id
+        if order_id is not None:
+            try:
+                await actor.ctx.broker.cancel(order_id)
+            except OrderNotFound:
+                return False
+            except BrokerError as exc:
+                _log.warning("%s: stop cancel failed: %s", actor.symbol, exc)
+                return False
+        state = model.resolve_intent(actor.state, stop.client_order_id, done=True)
+        await actor._commit(
+            model.set_stop(state, None), [ResolveIntent(stop.client_order_id, "canceled")]
+        )
+        return True
+
+    async def cancel_order_quietly(self, stop: StopOrder) -> None:
+        """Cancel a leftover order after the position closed; absence is fine."""
+        if stop.order_id is None:
+            return
+        try:
+            await self.actor.ctx.broker.cancel(stop.order_id)
+        except BrokerError as exc:
+            _log.info("%s: leftover %s not canceled: %s", self.actor.symbol, stop.client_order_id, exc)
+        state = model.resolve_intent(self.actor.state, stop.client_order_id, done=True)
+        await self.actor._commit(state, [ResolveIntent(stop.client_order_id, "canceled")])
+
+    async def cancel_intent(self, client_order_id: str) -> None:
+        intent = self.actor.state.intent(client_order_id)
+        if intent is None or intent.order_id is None:
+            return
+        try:
+            await self.actor.ctx.broker.cancel(intent.order_id)
+        except BrokerError as exc:
+            _log.info("%s: cancel %s: %s", self.actor.symbol, client_order_id, exc)

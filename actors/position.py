@@ -1,0 +1,385 @@
+"""The position actor: one per (account, symbol), the shell around the pure model.
+
+Why it is built this way: the actor processes one message at a time, so the
+state needs no locks; every transition is computed by ``actors.model`` first
+and becomes ``self.state`` only after it is durable (``_commit``). Orders are
+sent only after their intent committed (write-ahead, deterministic client
+order ids); a fill is acknowledged only after the transaction holding the
+execution row and the new snapshot committed, and only then acted on (stop
+placed, stop moved, trade closed). A failed commit suspends the actor and
+retries with backoff: nothing is acted on that is not durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import msgspec
+
+from actors import model
+from actors.bars import BarRing
+from actors.messages import (
+    Checkpoint,
+    Confirm,
+    FillAck,
+    FlattenNow,
+    GetState,
+    OnBar,
+    OnExecution,
+    OnOrderUpdate,
+    PositionMsg,
+    Reconcile,
+    ReconcileOutcome,
+    SetMode,
+)
+from actors.orders import OrderDesk
+from actors.heal import heal_symbol
+from actors.snapshot import SnapshotError, decode_snapshot, encode_snapshot
+from actors.state import SCHEMA_VERSION, ClosedTrade, IntentKind, Mode, PositionState, StopOrder
+from actors.strategy import (
+    Action,
+    Cancel,
+    Enter,
+    ExitPartial,
+    Flatten,
+    MoveStop,
+    Session,
+    SetLevels,
+    Strategy,
+    StrategyParams,
+)
+from brokers.base import Bar, Broker, Execution, Order, OrderStatus, OrderType
+from persistence.protocol import (
+    ClosedTradeRow,
+    PutClosedTrade,
+    PutExecution,
+    PutSnapshot,
+    ResolveIntent,
+    SnapshotRow,
+    Store,
+    StoreWriteError,
+    Write,
+)
+from runtime.actor import Actor, Lifecycle, Refusal
+from runtime.alerts import Alert, AlertSink, Severity
+from runtime.clock import Clock, TradingCalendar
+from runtime.failpoint import failpoint
+
+__all__ = ["BadEvent", "PositionActor", "PositionContext"]
+
+_log = logging.getLogger(__name__)
+
+
+class BadEvent(Refusal):
+    """A broker event the model refuses (bad price, other symbol); nothing changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class PositionContext:
+    """What every position actor of one account shares."""
+
+    account: str
+    store: Store
+    broker: Broker
+    strategy: Strategy
+    params: StrategyParams
+    calendar: TradingCalendar
+    clock: Clock  # market time
+    wall: Clock  # checkpoint ages, retry backoff
+    alert: AlertSink
+    bar_seconds: int = 60
+    bar_capacity: int = 240
+    mailbox_size: int = 1024
+
+
+class PositionActor(Actor[PositionMsg]):
+    """Holds one symbol's position; see the module docstring."""
+
+    def __init__(
+        self,
+        symbol: str,
+        ctx: PositionContext,
+        snapshot: SnapshotRow | None = None,
+        strategy: Strategy | None = None,
+    ) -> None:
+        super().__init__(symbol, mailbox_size=ctx.mailbox_size)
+        self.symbol = symbol
+        self.ctx = ctx
+        self.strategy = strategy or ctx.strategy
+        self._snapshot = snapshot
+        self._first_start = True
+        self.state = self._fresh()
+        self.bars = BarRing(symbol, ctx.bar_capacity)
+        self.checkpointed_at: datetime | None = None
+        self.unverified = False
+        self._dirty = False
+        self.desk = OrderDesk(self)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _fresh(self) -> PositionState:
+        today = self.ctx.calendar.trading_day(self.ctx.clock.now())
+        return PositionState(account=self.ctx.account, symbol=self.symbol, trading_day=today)
+
+    async def on_start(self) -> None:
+        row = self._snapshot if self._first_start else await self._reload()
+        self._first_start = False
+        self._snapshot = None
+        self.state, self.bars = self._fresh(), BarRing(self.symbol, self.ctx.bar_capacity)
+        if row is not None:
+            try:
+                self.state, self.bars = decode_snapshot(
+                    row.blob, row.schema_version, self.symbol, self.ctx.bar_capacity
+                )
+                self.checkpointed_at = row.taken_at
+            except SnapshotError as exc:
+                await self.ctx.store.quarantine_snapshot(self.symbol, str(exc))
+                self._alert("store", Severity.CRITICAL, f"{exc}; quarantined, starting from broker")
+        now = self.ctx.clock.now()
+        self.state = model.roll_day(self.state, self.ctx.calendar.trading_day(now))
+        span = timedelta(seconds=self.ctx.bar_seconds * self.ctx.bar_capacity)
+        if len(self.bars) and self.bars.last_time() is not None:
+            self.bars.drop_before(now - span)
+
+    async def _reload(self) -> SnapshotRow | None:
+        loaded = await self.ctx.store.load_snapshots()
+        return next((r for r in loaded.rows if r.symbol == self.symbol), None)
+
+    async def on_stop(self) -> None:
+        await self._checkpoint(force=True)
+
+    # -- dispatch ------------------------------------------------------------------
+
+    async def receive(self, msg: PositionMsg) -> object:
+        match msg:
+            case OnBar(bar=bar):
+                await self._on_bar(bar)
+            case OnExecution(execution=ex):
+                return await self._on_execution(ex)
+            case OnOrderUpdate(order=order):
+                await self._on_order(order)
+            case Checkpoint(force=force):
+                await self._checkpoint(force)
+            case GetState():
+                return self.state
+            case FlattenNow(reason=reason):
+                await self._flatten(reason)
+            case SetMode(mode=mode):
+                await self._commit(msgspec.structs.replace(self.state, mode=Mode(mode)), [])
+            case Confirm():
+                self.unverified = False
+            case Reconcile():
+                return await self._reconcile(msg)
+        return None
+
+    @property
+    def trading_allowed(self) -> bool:
+        return (
+            self.lifecycle is Lifecycle.RUNNING
+            and not self.unverified
+            and self.state.mode is Mode.MANAGED
+        )
+
+    # -- durability ----------------------------------------------------------------
+
+    def snapshot_row(self, state: PositionState) -> SnapshotRow:
+        return SnapshotRow(
+            symbol=self.symbol,
+            blob=encode_snapshot(state, self.bars),
+            schema_version=SCHEMA_VERSION,
+            seq=state.seq,
+            taken_at=self.ctx.wall.now(),
+        )
+
+    async def _commit(self, state: PositionState, writes: Sequence[Write]) -> None:
+        """Make ``state`` (and ``writes``) durable, then adopt it; retry while the disk fails."""
+        row = self.snapshot_row(state)
+        batch = [*writes, PutSnapshot(row)]
+        backoff = 0.05
+        suspended_here = False
+        while True:
+            try:
+                await self.ctx.store.commit(batch)
+                break
+            except StoreWriteError as exc:
+                if not suspended_here:
+                    self._alert("store", Severity.CRITICAL, f"commit failed ({exc}); suspended")
+                    if self.lifecycle is Lifecycle.RUNNING:
+                        self.suspend()
+                        suspended_here = True
+                await self.ctx.wall.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        if suspended_here and self.lifecycle is Lifecycle.SUSPENDED:
+            self.resume()
+            self._alert("store", Severity.INFO, "store writable again; resumed")
+        self.state = state
+        self.checkpointed_at = row.taken_at
+        self._dirty = False
+
+    async def _checkpoint(self, force: bool) -> None:
+        if force or self._dirty or self.state.seq != self._checkpointed_seq():
+            await self._commit(self.state, [])
+
+    def _checkpointed_seq(self) -> int:
+        return self.state.seq if not self._dirty else -1
+
+    def _adopt(self, state: PositionState) -> None:
+        """Take a state that needs no commit before acting (it will be checkpointed)."""
+        if state is not self.state:
+            self.state = state
+            self._dirty = True
+
+    # -- market data ---------------------------------------------------------------
+
+    def session_of(self, bar: Bar) -> Session:
+        day = self.ctx.calendar.trading_day(bar.ts)
+        cal = self.ctx.calendar
+        return Session(open=cal.open_of(day), close=cal.close_of(day), bar_seconds=self.ctx.bar_seconds)
+
+    async def _on_bar(self, bar: Bar) -> None:
+        try:
+            state = model.roll_day(self.state, self.ctx.calendar.trading_day(bar.ts))
+            state = model.mark_bar(state, bar)
+        except model.ModelError as exc:
+            raise BadEvent(str(exc)) from exc
+        self.bars.append(bar)
+        self.state = state
+        self._dirty = True
+        if not self.trading_allowed:
+            return
+        for action in self.strategy.decide(self.state, self.bars, bar, self.session_of(bar)):
+            await self._act(action)
+
+    async def _act(self, action: Action) -> None:
+        match action:
+            case SetLevels(levels=levels):
+                self._adopt(model.set_levels(self.state, self.state.trading_day, levels))
+            case Enter():
+                await self._enter(action)
+            case ExitPartial(qty=qty, reason=reason):
+                await self.desk.place(
+                    IntentKind.PARTIAL, qty, tag=f"partial{len(self.state.partials) + 1}", reason=reason
+                )
+            case MoveStop(price=price, qty=qty):
+                await self.desk.move_stop(price, qty)
+            case Flatten(reason=reason):
+                await self._flatten(reason)
+            case Cancel(client_order_id=cid):
+                await self.desk.cancel_intent(cid)
+
+    async def _enter(self, action: Enter) -> None:
+        try:
+            state, intent = model.begin_entry(
+                self.state,
+                day=self.state.trading_day,
+                pivot=action.pivot,
+                side=action.side,
+                qty=action.qty,
+                now=self.ctx.clock.now(),
+                max_attempts=self.ctx.params.max_attempts,
+            )
+        except model.EntryRefused as exc:
+            _log.info("entry refused: %s", exc)
+            return
+        state = msgspec.structs.replace(
+            state, targets=action.targets, planned_stop=action.stop_price
+        )
+        await self.desk.submit_new(state, intent)
+
+    async def _flatten(self, reason: str) -> None:
+        if self.state.is_flat or any(i.kind is IntentKind.EXIT for i in self.state.intents):
+            return
+        if not await self.desk.cancel_stop():
+            return  # the stop may have filled: its fill decides, not a second exit
+        n = len(self.state.exits) + 1
+        await self.desk.place(IntentKind.EXIT, abs(self.state.qty), tag=f"exit{n}", reason=reason)
+
+    # -- fills and orders ----------------------------------------------------------
+
+    async def _on_execution(self, ex: Execution) -> FillAck:
+        if ex.exec_id in self.state.applied or await self.ctx.store.has_execution(ex.exec_id):
+            return FillAck(exec_id=ex.exec_id, applied=False)
+        before = self.state
+        try:
+            applied = model.apply_fill(before, ex)
+        except model.ModelError as exc:
+            _log.error("refused execution %s: %s", ex.exec_id, exc)
+            raise BadEvent(str(exc)) from exc
+        state = applied.state
+        writes: list[Write] = [PutExecution(ex)]
+        writes.extend(PutClosedTrade(model_row(t)) for t in applied.closed)
+        intent = before.intent(ex.client_order_id)
+        stop_intent = None
+        if intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
+            state, stop_intent, more = self.desk.plan_stop(state)
+            writes.extend(more)
+        if intent is not None and state.intent(ex.client_order_id) is None:
+            writes.append(ResolveIntent(ex.client_order_id, "filled", ex.order_id))
+        failpoint("after_fill_before_commit")
+        await self._commit(state, writes)
+        _log.info(
+            "fill %s %s %s %s @ %s -> qty %s", ex.exec_id, ex.symbol, ex.side.value, ex.qty, ex.price,
+            state.qty,
+        )
+        # Durable: now act on it.
+        if stop_intent is not None and self.lifecycle is Lifecycle.RUNNING:
+            await self.desk.send(stop_intent)
+        elif self.state.stop is not None and not state.is_flat:
+            await self.desk.resize_stop()
+        if applied.closed and before.stop is not None and before.stop.client_order_id != ex.client_order_id:
+            await self.desk.cancel_order_quietly(before.stop)
+        return FillAck(exec_id=ex.exec_id, applied=True)
+
+    async def _on_order(self, order: Order) -> None:
+        state = self.state
+        if order.status.is_open:
+            self._adopt(model.resolve_intent(state, order.client_order_id, order_id=order.order_id))
+            return
+        if order.status in (OrderStatus.CANCELED, OrderStatus.REJECTED):
+            if state.intent(order.client_order_id) is not None:
+                state = model.resolve_intent(state, order.client_order_id, done=True)
+            stop = state.stop
+            if stop is not None and stop.client_order_id == order.client_order_id:
+                state = model.set_stop(state, None)
+                if not state.is_flat:
+                    self._alert(
+                        "unprotected",
+                        Severity.CRITICAL,
+                        f"stop {order.client_order_id} {order.status.value} at the broker",
+                    )
+            await self._commit(state, [ResolveIntent(order.client_order_id, order.status.value)])
+
+    async def _reconcile(self, msg: Reconcile) -> ReconcileOutcome:
+        failpoint("during_reconcile")
+        return await heal_symbol(self, msg)
+
+    def _alert(self, kind: str, severity: Severity, message: str) -> None:
+        self.ctx.alert(
+            Alert(kind=kind, severity=severity, message=message, at=self.ctx.wall.now(), symbol=self.symbol)
+        )
+
+    def stop_from_order(self, order: Order) -> StopOrder:
+        return StopOrder(
+            client_order_id=order.client_order_id,
+            side=order.side,
+            price=order.stop_price or 0.0,
+            qty=order.qty - order.filled_qty,
+            order_id=order.order_id,
+            status="live",
+        )
+
+    def is_stop_order(self, order: Order) -> bool:
+        return (
+            order.symbol == self.symbol
+            and order.type is OrderType.STOP
+            and order.status.is_open
+            and (self.state.side is None or order.side is self.state.side.opposite)
+        )
+
+
+def model_row(trade: ClosedTrade) -> ClosedTradeRow:
+    """Return the store row of a closed trade."""
+    return ClosedTradeRow(**msgspec.structs.asdict(trade))

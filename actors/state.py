@@ -1,0 +1,183 @@
+"""The position state of one (account, symbol): data only, versioned.
+
+Everything the broker does not know lives here (strategy, entries, partials,
+stop placement, targets, pivots, attempt counts, extremes, daily P&L). The
+broker's quantities override ``qty`` and ``avg_price`` at reconciliation.
+Transitions live in ``actors.model``; this module only defines the shapes.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+
+import msgspec
+
+from brokers.base import OrderType, Side
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ClosedTrade",
+    "ExitReason",
+    "Fill",
+    "Intent",
+    "IntentKind",
+    "Mode",
+    "Origin",
+    "PartialExit",
+    "PositionState",
+    "StopOrder",
+    "attempt_key",
+]
+
+SCHEMA_VERSION = 1
+
+
+class Origin(enum.StrEnum):
+    STRATEGY = "strategy"
+    RECOVERED = "recovered"
+
+
+class Mode(enum.StrEnum):
+    """Who may send orders for the symbol."""
+
+    MANAGED = "managed"  # the strategy trades it
+    WATCH = "watch"  # tracked only (an adopted orphan until assigned); no automated orders
+
+
+class IntentKind(enum.StrEnum):
+    ENTRY = "entry"
+    STOP = "stop"
+    PARTIAL = "partial"
+    EXIT = "exit"
+
+
+class ExitReason(enum.StrEnum):
+    TARGET = "target"
+    STOP = "stop"
+    PARTIAL = "partial"
+    EOD = "eod"
+    MANUAL = "manual"
+    CLOSED_EXTERNALLY = "CLOSED_EXTERNALLY"
+    FLATTEN = "flatten"
+
+
+class Fill(msgspec.Struct, frozen=True):
+    exec_id: str
+    at: datetime
+    side: Side
+    qty: float
+    price: float
+
+
+class PartialExit(msgspec.Struct, frozen=True):
+    at: datetime
+    price: float
+    qty: float
+    reason: str
+
+
+class StopOrder(msgspec.Struct, frozen=True):
+    """The protective stop; ``order_id`` is None until the broker acknowledged it."""
+
+    client_order_id: str
+    side: Side
+    price: float
+    qty: float
+    order_id: str | None = None
+    status: str = "pending"  # pending, live, replacing, filled, canceled
+
+
+class Intent(msgspec.Struct, frozen=True):
+    """An order the actor decided to send, durable before it is sent."""
+
+    client_order_id: str
+    kind: IntentKind
+    side: Side
+    qty: float
+    order_type: OrderType
+    created_at: datetime
+    price: float | None = None
+    reason: str = ""
+    order_id: str | None = None
+    filled_qty: float = 0.0
+
+
+class ClosedTrade(msgspec.Struct, frozen=True):
+    """A round trip. MAE and MFE are per-share price distances, both >= 0."""
+
+    trade_id: str
+    symbol: str
+    side: Side
+    qty: float
+    entry_at: datetime | None
+    entry_price: float
+    exit_at: datetime
+    exit_price: float | None
+    realized_pnl: float
+    mae: float
+    mfe: float
+    exit_reason: str
+    strategy: str
+    trading_day: date
+
+
+class PositionState(msgspec.Struct, frozen=True, kw_only=True):
+    """One symbol's durable state. ``qty`` is signed: long > 0, short < 0."""
+
+    account: str
+    symbol: str
+    trading_day: date
+    version: int = SCHEMA_VERSION
+    strategy: str = "pivot_breakout"
+    origin: Origin = Origin.STRATEGY
+    mode: Mode = Mode.MANAGED
+    qty: float = 0.0
+    avg_price: float = 0.0
+    opened_at: datetime | None = None
+    entries: tuple[Fill, ...] = ()
+    exits: tuple[Fill, ...] = ()
+    partials: tuple[PartialExit, ...] = ()
+    applied: tuple[str, ...] = ()
+    stop: StopOrder | None = None
+    pivot: float | None = None
+    targets: tuple[float, ...] = ()
+    planned_stop: float | None = None
+    levels: dict[str, float] = {}
+    levels_day: date | None = None
+    attempts: dict[str, int] = {}
+    entries_today: int = 0
+    intents: tuple[Intent, ...] = ()
+    trade_high: float | None = None
+    trade_low: float | None = None
+    trade_realized: float = 0.0
+    realized_pnl_today: float = 0.0
+    trades_today: int = 0
+    last_price: float | None = None
+    seq: int = 0
+
+    @property
+    def side(self) -> Side | None:
+        if self.qty > 0:
+            return Side.BUY
+        if self.qty < 0:
+            return Side.SELL
+        return None
+
+    @property
+    def is_flat(self) -> bool:
+        return self.qty == 0
+
+    def intent(self, client_order_id: str) -> Intent | None:
+        for intent in self.intents:
+            if intent.client_order_id == client_order_id:
+                return intent
+        return None
+
+    def attempts_for(self, day: date, pivot: float, side: Side) -> int:
+        return self.attempts.get(attempt_key(day, pivot, side), 0)
+
+
+def attempt_key(day: date, pivot: float, side: Side) -> str:
+    """Key of the attempt counter for (trading day, pivot, side)."""
+    return f"{day.isoformat()}|{pivot:.4f}|{side.value}"

@@ -1,0 +1,221 @@
+"""The strategy protocol and the reference pivot-breakout strategy.
+
+A strategy is a pure function of (state, bars, bar, session) -> actions. It
+sends nothing; the position actor turns actions into durable intents and then
+into orders. The reference strategy:
+
+* pivots (resistance/support) come from the watchlist where given, else from
+  the session's opening range (high/low of its first N bars), so it trades on
+  any venue without hand-tuned levels;
+* after a warm-up of >= 20 bars, a close that crosses a pivot enters in the
+  break's direction with the stop at the pivot;
+* at target 1 (1R) half the position is taken and the stop moves to
+  break-even; the rest exits at target 2 (2R) or at the end of the day;
+* at most ``max_attempts`` entries per pivot and side per day (the model
+  enforces it too).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import msgspec
+
+from actors.bars import BarRing
+from actors.state import IntentKind, Mode, PositionState
+from brokers.base import Bar, Side
+
+__all__ = [
+    "Action",
+    "Cancel",
+    "Enter",
+    "ExitPartial",
+    "Flatten",
+    "MoveStop",
+    "PivotBreakout",
+    "Session",
+    "SetLevels",
+    "Strategy",
+    "StrategyParams",
+]
+
+
+class Enter(msgspec.Struct, frozen=True, tag=True):
+    side: Side
+    qty: float
+    pivot: float
+    stop_price: float
+    targets: tuple[float, ...]
+
+
+class ExitPartial(msgspec.Struct, frozen=True, tag=True):
+    qty: float
+    reason: str
+
+
+class MoveStop(msgspec.Struct, frozen=True, tag=True):
+    price: float
+    qty: float
+
+
+class Cancel(msgspec.Struct, frozen=True, tag=True):
+    client_order_id: str
+
+
+class Flatten(msgspec.Struct, frozen=True, tag=True):
+    reason: str
+
+
+class SetLevels(msgspec.Struct, frozen=True, tag=True):
+    levels: dict[str, float]
+
+
+Action = Enter | ExitPartial | MoveStop | Cancel | Flatten | SetLevels
+
+
+class Session(msgspec.Struct, frozen=True):
+    """The regular session a bar belongs to."""
+
+    open: datetime
+    close: datetime
+    bar_seconds: int = 60
+
+
+class StrategyParams(msgspec.Struct, frozen=True, kw_only=True):
+    qty: float = 100.0
+    max_attempts: int = 2
+    warmup_bars: int = 20
+    opening_range_bars: int = 15
+    target1_r: float = 1.0
+    target2_r: float = 2.0
+    min_risk_pct: float = 0.002
+    eod_minutes: int = 5
+    no_entry_minutes: int = 15
+    resistance: float | None = None
+    support: float | None = None
+
+
+class Strategy(Protocol):
+    name: str
+
+    def decide(
+        self, state: PositionState, bars: BarRing, bar: Bar, session: Session
+    ) -> list[Action]: ...
+
+
+class PivotBreakout:
+    """The reference strategy (see the module docstring)."""
+
+    name = "pivot_breakout"
+
+    def __init__(self, params: StrategyParams) -> None:
+        self.params = params
+
+    def decide(
+        self, state: PositionState, bars: BarRing, bar: Bar, session: Session
+    ) -> list[Action]:
+        if state.mode is not Mode.MANAGED:
+            return []
+        actions: list[Action] = []
+        levels = self._levels(state, bars, bar, session)
+        if levels is not None and levels != state.levels:
+            actions.append(SetLevels(levels))
+        bar_end = bar.ts + timedelta(seconds=session.bar_seconds)
+        if not state.is_flat:
+            actions.extend(self._manage(state, bar, bar_end, session))
+            return actions
+        if levels is None or any(i.kind is IntentKind.ENTRY for i in state.intents):
+            return actions
+        if bar_end > session.close - timedelta(minutes=self.params.no_entry_minutes):
+            return actions
+        if len(bars) < self.params.warmup_bars + 1:
+            return actions
+        entry = self._breakout(state, bars, bar, levels)
+        if entry is not None:
+            actions.append(entry)
+        return actions
+
+    def _levels(
+        self, state: PositionState, bars: BarRing, bar: Bar, session: Session
+    ) -> dict[str, float] | None:
+        p = self.params
+        if p.resistance is not None or p.support is not None:
+            fixed = {"resistance": p.resistance, "support": p.support}
+            return {k: v for k, v in fixed.items() if v is not None}
+        day_open = session.open
+        if state.levels and state.levels_day == state.trading_day:
+            return dict(state.levels)
+        range_end = day_open + timedelta(seconds=session.bar_seconds * p.opening_range_bars)
+        if bar.ts + timedelta(seconds=session.bar_seconds) < range_end:
+            return None
+        opening = [b for b in bars.since(day_open) if b.ts < range_end]
+        if len(opening) < p.opening_range_bars:
+            return None
+        return {
+            "resistance": max(b.high for b in opening),
+            "support": min(b.low for b in opening),
+        }
+
+    def _breakout(
+        self, state: PositionState, bars: BarRing, bar: Bar, levels: dict[str, float]
+    ) -> Enter | None:
+        p = self.params
+        if len(bars) < 2:
+            return None
+        prev_close = bars.close(1)
+        day = state.trading_day
+        resistance = levels.get("resistance")
+        support = levels.get("support")
+        if resistance is not None and prev_close <= resistance < bar.close:
+            if state.attempts_for(day, resistance, Side.BUY) < p.max_attempts:
+                risk = max(bar.close - resistance, bar.close * p.min_risk_pct)
+                return Enter(
+                    side=Side.BUY,
+                    qty=p.qty,
+                    pivot=resistance,
+                    stop_price=round(bar.close - risk, 4),
+                    targets=(
+                        round(bar.close + risk * p.target1_r, 4),
+                        round(bar.close + risk * p.target2_r, 4),
+                    ),
+                )
+        if support is not None and prev_close >= support > bar.close:
+            if state.attempts_for(day, support, Side.SELL) < p.max_attempts:
+                risk = max(support - bar.close, bar.close * p.min_risk_pct)
+                return Enter(
+                    side=Side.SELL,
+                    qty=p.qty,
+                    pivot=support,
+                    stop_price=round(bar.close + risk, 4),
+                    targets=(
+                        round(bar.close - risk * p.target1_r, 4),
+                        round(bar.close - risk * p.target2_r, 4),
+                    ),
+                )
+        return None
+
+    def _manage(
+        self, state: PositionState, bar: Bar, bar_end: datetime, session: Session
+    ) -> list[Action]:
+        if any(i.kind in (IntentKind.EXIT, IntentKind.PARTIAL) for i in state.intents):
+            return []
+        if bar_end >= session.close - timedelta(minutes=self.params.eod_minutes):
+            return [Flatten("eod")]
+        if len(state.targets) < 2:
+            return []
+        long = state.qty > 0
+        t1, t2 = state.targets[0], state.targets[1]
+        reached_t2 = bar.high >= t2 if long else bar.low <= t2
+        if reached_t2:
+            return [Flatten("target")]
+        reached_t1 = bar.high >= t1 if long else bar.low <= t1
+        size = abs(state.qty)
+        if reached_t1 and not state.partials and size >= 2:
+            half = float(math.floor(size / 2))
+            return [
+                MoveStop(price=state.avg_price, qty=size - half),
+                ExitPartial(qty=half, reason="target1"),
+            ]
+        return []

@@ -1,0 +1,314 @@
+"""Wiring: broker, store, actors, supervisor, router, timers. Nothing imports this.
+
+Start order is the recovery order of the design card: connect the broker (with
+retries; degraded if it stays down), open the account's store, load snapshots
+into actors (each ready before anything is routed to it), run boot recovery,
+then subscribe and route. Shutdown reverses it: stop routing, final
+checkpoint of every actor, close the broker, back up and close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from actors.messages import Checkpoint, OnBar, OnExecution, OnOrderUpdate
+from actors.position import PositionActor, PositionContext
+from actors.bars import BarRing
+from actors.state import PositionState
+from actors.strategy import Action, Enter, PivotBreakout, Session, Strategy, StrategyParams
+from actors.supervisor import RecoveryReport, RunRecovery, SupervisorActor
+from brokers.base import (
+    Bar,
+    Broker,
+    BrokerError,
+    BrokerPosition,
+    Connected,
+    Disconnected,
+    Execution,
+    Order,
+    OrderUpdate,
+)
+from persistence import open_store
+from persistence.protocol import SnapshotRow
+from runtime.actor import ActorStopped, Lifecycle
+from runtime.alerts import Alert, AlertSink, Severity, log_alert
+from runtime.clock import Clock, FunctionClock, RealClock, TradingCalendar
+from runtime.config import Config, WatchItem
+from runtime.runstate import RunState, write_run_state
+from runtime.supervision import Supervisor
+from runtime.venues import make_broker
+
+__all__ = ["App", "strategy_for"]
+
+_log = logging.getLogger(__name__)
+
+
+def strategy_for(config: Config, item: WatchItem | None) -> Strategy:
+    """Return the strategy of a watchlist symbol; symbols off the list never enter."""
+    s = config.strategy
+    params = StrategyParams(
+        qty=s.qty,
+        max_attempts=s.max_attempts,
+        warmup_bars=s.warmup_bars,
+        opening_range_bars=s.opening_range_bars,
+        target1_r=s.target1_r,
+        target2_r=s.target2_r,
+        eod_minutes=s.eod_minutes,
+        resistance=item.resistance if item else None,
+        support=item.support if item else None,
+    )
+    return PivotBreakout(params) if item is not None else _NoEntries(params)
+
+
+def params_of(config: Config) -> StrategyParams:
+    s = config.strategy
+    return StrategyParams(qty=s.qty, max_attempts=s.max_attempts)
+
+
+class _NoEntries(PivotBreakout):
+    """Manages exits of a held position but never enters (symbols off the watchlist)."""
+
+    def decide(
+        self, state: PositionState, bars: BarRing, bar: Bar, session: Session
+    ) -> list[Action]:
+        return [a for a in super().decide(state, bars, bar, session) if not isinstance(a, Enter)]
+
+
+@dataclass
+class App:
+    """One trading session; ``run`` returns the process exit code."""
+
+    config: Config
+    state_dir: Path
+    speed: float | None = None
+    alert_sink: AlertSink = log_alert
+    wall: Clock = field(default_factory=RealClock)
+    alerts: list[Alert] = field(default_factory=list)
+    actors: dict[str, PositionActor] = field(default_factory=dict)
+    degraded: bool = False
+
+    def alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+        del self.alerts[:-200]
+        self.alert_sink(alert)
+
+    async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> int:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.config
+        broker = make_broker(cfg, self.state_dir, speed=self.speed)
+        clock: Clock = FunctionClock(broker.now)
+        self.calendar = TradingCalendar(
+            cfg.calendar.timezone,
+            cfg.calendar.session_start,
+            cfg.calendar.regular_open,
+            cfg.calendar.regular_close,
+        )
+        connected = await self._connect(broker)
+        store = await open_store(self.state_dir / f"{_safe(broker.account_id)}.db", broker.account_id)
+        for finding in store.open_findings:
+            self.alert(Alert("store", Severity.CRITICAL, finding, self.wall.now()))
+        self._write_state(broker, "starting")
+        watch = {w.symbol: w for w in cfg.watchlist}
+        try:
+            async with Supervisor(
+                clock=self.wall,
+                intensity=cfg.runtime.restart_intensity,
+                period_s=cfg.runtime.restart_period_s,
+                alert=self.alert,
+                stop_timeout_s=cfg.runtime.stop_timeout_s,
+            ) as sup:
+                ctx = PositionContext(
+                    account=broker.account_id,
+                    store=store,
+                    broker=broker,
+                    strategy=strategy_for(cfg, None),
+                    params=params_of(cfg),
+                    calendar=self.calendar,
+                    clock=clock,
+                    wall=self.wall,
+                    alert=self.alert,
+                    bar_seconds=cfg.broker.sim.bar_seconds,
+                    bar_capacity=cfg.runtime.bar_buffer,
+                    mailbox_size=cfg.runtime.mailbox_size,
+                )
+
+                async def spawn(symbol: str, row: SnapshotRow | None = None) -> PositionActor:
+                    existing = self.actors.get(symbol)
+                    if existing is not None:
+                        return existing
+                    actor = PositionActor(
+                        symbol, ctx, row, strategy=strategy_for(cfg, watch.get(symbol))
+                    )
+                    await sup.start(actor)
+                    self.actors[symbol] = actor
+                    return actor
+
+                loaded = await store.load_snapshots()
+                rows = {r.symbol: r for r in loaded.rows}
+                for symbol in sorted(set(watch) | set(rows)):
+                    await spawn(symbol, rows.get(symbol))
+
+                async def truth() -> tuple[list[BrokerPosition], list[Order]]:
+                    return await broker.positions(), await broker.open_orders()
+
+                supervisor = SupervisorActor(
+                    store=store,
+                    broker_call=truth,
+                    executions_since=broker.executions,
+                    actors=self.actors,
+                    spawn_actor=spawn,
+                    clock=clock,
+                    wall=self.wall,
+                    alert=self.alert,
+                    orphan_policy=cfg.recovery.orphan_policy.value,
+                    restore_stops=cfg.recovery.unprotected_policy.value == "restore",
+                    confirm_runs=cfg.recovery.confirm_runs,
+                    margin=timedelta(seconds=cfg.recovery.executions_margin_s),
+                )
+                await sup.start(supervisor)
+                self.supervisor = supervisor
+                if connected:
+                    await self._recover(supervisor, "boot")
+                    await broker.subscribe(sorted(watch))
+                else:
+                    self._set_degraded(True, "broker unreachable at boot")
+                    sup.spawn(self._reconnect_loop(broker, supervisor, watch), name="reconnect")
+                self._write_state(broker, "degraded" if self.degraded else "running")
+                sup.spawn(self._route(broker, spawn, supervisor), name="router")
+                sup.spawn(self._checkpoints(), name="checkpoints")
+                sup.spawn(self._periodic(supervisor, broker), name="periodic-reconcile")
+                sup.spawn(self._heartbeat(broker), name="heartbeat")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), duration_s)
+                _log.info("stopping: final checkpoint of %d actors", len(self.actors))
+                stragglers = await sup.shutdown()
+                if stragglers:
+                    _log.warning("stragglers at shutdown: %s", ", ".join(stragglers))
+        finally:
+            with contextlib.suppress(Exception):
+                await broker.close()
+            try:
+                await store.backup("shutdown")
+            except Exception as exc:  # a failed backup must not lose the clean close
+                _log.error("backup at shutdown failed: %s", exc)
+            await store.close()
+            self._write_state(broker, "stopped")
+        return 0
+
+    async def _connect(self, broker: Broker) -> bool:
+        rec = self.config.recovery
+        rng = random.Random(os.getpid())
+        for attempt in range(1, rec.connect_tries + 1):
+            try:
+                await broker.connect()
+                return True
+            except BrokerError as exc:
+                _log.warning("connect attempt %d/%d failed: %s", attempt, rec.connect_tries, exc)
+                if attempt < rec.connect_tries:
+                    delay = rec.connect_backoff_s * 2 ** (attempt - 1)
+                    await self.wall.sleep(delay * (0.5 + rng.random()))
+        return False
+
+    async def _reconnect_loop(
+        self, broker: Broker, supervisor: SupervisorActor, watch: dict[str, WatchItem]
+    ) -> None:
+        delay = self.config.recovery.connect_backoff_s
+        while self.degraded:
+            await self.wall.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            try:
+                await broker.connect()
+            except BrokerError as exc:
+                _log.warning("still degraded: %s", exc)
+                continue
+            await self._recover(supervisor, "reconnect")
+            await broker.subscribe(sorted(watch))
+            self._set_degraded(False, "broker reachable again")
+
+    async def _recover(self, supervisor: SupervisorActor, mode: str) -> RecoveryReport:
+        report = await supervisor.ask(RunRecovery(mode=mode))
+        assert isinstance(report, RecoveryReport)
+        return report
+
+    def _set_degraded(self, degraded: bool, why: str) -> None:
+        self.degraded = degraded
+        for actor in self.actors.values():
+            if degraded and actor.lifecycle is Lifecycle.RUNNING:
+                actor.suspend()
+            elif not degraded and actor.lifecycle is Lifecycle.SUSPENDED:
+                actor.resume()
+        severity = Severity.CRITICAL if degraded else Severity.INFO
+        self.alert(Alert("degraded", severity, why, self.wall.now()))
+
+    async def _route(
+        self,
+        broker: Broker,
+        spawn: Callable[[str], Awaitable[PositionActor]],
+        supervisor: SupervisorActor,
+    ) -> None:
+        """Send each broker event to its owner; connection changes go through recovery."""
+        async for event in broker.events():
+            try:
+                match event:
+                    case Bar(symbol=symbol):
+                        actor = self.actors.get(symbol)
+                        if actor is not None:
+                            await actor.tell(OnBar(event))
+                    case Execution(symbol=symbol):
+                        actor = self.actors.get(symbol) or await spawn(symbol)
+                        await actor.tell(OnExecution(event))
+                    case OrderUpdate(order=order):
+                        actor = self.actors.get(order.symbol)
+                        if actor is not None:
+                            await actor.tell(OnOrderUpdate(order))
+                    case Disconnected(reason=reason):
+                        self._set_degraded(True, f"broker disconnected: {reason}")
+                    case Connected():
+                        await self._recover(supervisor, "reconnect")
+                        self._set_degraded(False, "broker reconnected and reconciled")
+            except ActorStopped as exc:
+                _log.warning("event %s not delivered: %s", type(event).__name__, exc)
+
+    async def _checkpoints(self) -> None:
+        interval = self.config.runtime.checkpoint_interval_s
+        while True:
+            await self.wall.sleep(interval)
+            for actor in list(self.actors.values()):
+                with contextlib.suppress(ActorStopped):
+                    await actor.tell(Checkpoint())
+
+    async def _periodic(self, supervisor: SupervisorActor, broker: Broker) -> None:
+        while True:
+            await self.wall.sleep(self.config.recovery.periodic_s)
+            if not self.degraded:
+                await self._recover(supervisor, "periodic")
+
+    async def _heartbeat(self, broker: Broker) -> None:
+        while True:
+            self._write_state(broker, "degraded" if self.degraded else "running")
+            await self.wall.sleep(1.0)
+
+    def _write_state(self, broker: Broker, state: str) -> None:
+        write_run_state(
+            self.state_dir,
+            RunState(
+                pid=os.getpid(),
+                state=state,
+                account=broker.account_id,
+                updated_at=self.wall.now(),
+                market_time=broker.now(),
+            ),
+        )
+
+
+def _safe(account: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in account)
+

@@ -1,0 +1,151 @@
+"""The ``stalwart`` command line.
+
+Exit codes: 0 fine; 1 the command ran and found something critical; 2 usage,
+configuration or state errors (nothing was started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from persistence import open_store
+from persistence.protocol import StoreError
+from runtime.clock import RealClock
+from runtime.config import Config, ConfigError, load_config
+from runtime.logs import setup_logging
+from runtime.status import find_store, history_dict, status_dict
+
+__all__ = ["main"]
+
+_log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_CRITICAL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 on usage errors already
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML profile (default: embedded sim profile)")
+    common.add_argument("--state-dir", type=Path, help="state directory (default: ./state)")
+    common.add_argument("--log-format", choices=("text", "json"), default="text")
+    common.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+
+    p = _Parser(prog="stalwart", description="crash-safe actor-based trading runtime")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", parents=[common], help="trade")
+    run.add_argument("--duration", type=float, help="stop cleanly after SECONDS")
+    run.add_argument("--speed", type=float, help="sim market speed (market s per real s)")
+    run.add_argument("--no-live", action="store_true", help="no live table, log lines only")
+    status = sub.add_parser("status", parents=[common], help="positions from the store")
+    status.add_argument("--json", action="store_true")
+    history = sub.add_parser("history", parents=[common], help="closed trades and reports")
+    history.add_argument("--json", action="store_true")
+    history.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
+    return p
+
+
+def _state_dir(args: argparse.Namespace, config: Config) -> Path:
+    return args.state_dir if args.state_dir is not None else Path(config.runtime.state_dir)
+
+
+def _run_loop(main: Callable[[], Coroutine[Any, Any, int]], loop: str) -> int:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+async def _cmd_run(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
+    from runtime.app import App
+    from runtime.view import live_view
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = App(config=config, state_dir=state_dir, speed=args.speed)
+    live = sys.stdout.isatty() and not args.no_live
+    async with live_view(app, enabled=live):
+        return await app.run(stop, args.duration)
+
+
+async def _cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
+    found = find_store(state_dir)
+    if found is None:
+        print(f"stalwart status: no store in {state_dir}", file=sys.stderr)
+        return EXIT_USAGE
+    path, account = found
+    store = await open_store(path, account)
+    try:
+        body = await status_dict(store, state_dir, RealClock())
+    finally:
+        await store.close()
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(body).decode() + "\n")
+    else:
+        from runtime.view import print_status
+
+        print_status(body)
+    return EXIT_OK
+
+
+async def _cmd_history(args: argparse.Namespace, state_dir: Path) -> int:
+    found = find_store(state_dir)
+    if found is None:
+        print(f"stalwart history: no store in {state_dir}", file=sys.stderr)
+        return EXIT_USAGE
+    path, account = found
+    store = await open_store(path, account)
+    try:
+        body = await history_dict(store, args.since)
+    finally:
+        await store.close()
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(body).decode() + "\n")
+    else:
+        from runtime.view import print_history
+
+        print_history(body)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"stalwart: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    state_dir = _state_dir(args, config)
+    setup_logging(args.log_format, state_dir if args.command == "run" else None)
+    commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
+        "run": lambda: _cmd_run(args, config, state_dir),
+        "status": lambda: _cmd_status(args, state_dir),
+        "history": lambda: _cmd_history(args, state_dir),
+    }
+    try:
+        return _run_loop(commands[args.command], args.loop)
+    except StoreError as exc:
+        print(f"stalwart: state error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
