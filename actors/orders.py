@@ -68,10 +68,6 @@ class OrderDesk:
     def __init__(self, actor: PositionActor) -> None:
         self.actor = actor
 
-    @property
-    def _broker(self) -> object:
-        return self.actor.ctx.broker
-
     async def submit_new(self, state: PositionState, intent: Intent) -> Order | None:
         """Commit ``state`` holding ``intent``, then send it."""
         await self.actor._commit(state, [PutIntent(intent_row(self.actor.symbol, intent))])
@@ -114,6 +110,7 @@ class OrderDesk:
         actor = self.actor
         broker = actor.ctx.broker
         request = _request(actor.symbol, intent)
+        actor.desk_activity = actor.ctx.wall.monotonic()
         try:
             order = await broker.submit(request)
         except DuplicateClientOrderId:

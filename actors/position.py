@@ -116,6 +116,7 @@ class PositionActor(Actor[PositionMsg]):
         self.checkpointed_at: datetime | None = None
         self.unverified = False
         self._dirty = False
+        self.desk_activity = float("-inf")  # wall monotonic time of the last order/fill event
         self.desk = OrderDesk(self)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -300,6 +301,7 @@ class PositionActor(Actor[PositionMsg]):
     # -- fills and orders ----------------------------------------------------------
 
     async def _on_execution(self, ex: Execution) -> FillAck:
+        self.desk_activity = self.ctx.wall.monotonic()
         if ex.exec_id in self.state.applied or await self.ctx.store.has_execution(ex.exec_id):
             return FillAck(exec_id=ex.exec_id, applied=False)
         before = self.state
@@ -334,6 +336,7 @@ class PositionActor(Actor[PositionMsg]):
         return FillAck(exec_id=ex.exec_id, applied=True)
 
     async def _on_order(self, order: Order) -> None:
+        self.desk_activity = self.ctx.wall.monotonic()
         state = self.state
         if order.status.is_open:
             self._adopt(model.resolve_intent(state, order.client_order_id, order_id=order.order_id))

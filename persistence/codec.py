@@ -63,13 +63,16 @@ _json = msgspec.json.Decoder()
 
 
 class QuarantinedSnapshotRow(msgspec.Struct, frozen=True):
-    """A snapshot moved aside (undecodable or distrusted), kept as evidence."""
+    """A snapshot moved aside (undecodable or distrusted), kept as evidence.
+
+    ``taken_at`` is the text as it was stored: it may be what made the row unreadable.
+    """
 
     symbol: str
     blob: bytes
     schema_version: int
     seq: int
-    taken_at: datetime
+    taken_at: str
     reason: str
     quarantined_at: datetime
 
@@ -144,6 +147,10 @@ INSERT_REPORT = f"INSERT INTO reports ({columns(ReportRow)}) VALUES (?, ?, ?)"
 QUARANTINE_SNAPSHOT = (
     f"INSERT INTO quarantined_snapshots ({columns(QuarantinedSnapshotRow)}) "
     f"SELECT {columns(SnapshotRow)}, ?, ? FROM snapshots WHERE symbol = ?"
+)
+SELECT_QUARANTINED = (
+    "SELECT symbol, CAST(blob AS BLOB), schema_version, seq, CAST(taken_at AS TEXT), reason, "
+    "quarantined_at FROM quarantined_snapshots ORDER BY id"
 )
 DELETE_SNAPSHOT = "DELETE FROM snapshots WHERE symbol = ?"
 

@@ -60,7 +60,7 @@ async def _connect(database: str | Path, *, uri: bool = False) -> aiosqlite.Conn
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open store {database}: {exc}") from exc
     try:
-        await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        await conn.execute_fetchall(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     except BaseException:
         await close_quietly(conn)
         raise

@@ -32,6 +32,7 @@ from brokers.base import Execution
 from persistence import files
 from persistence.codec import (
     LIVE_INTENT_STATUSES,
+    SELECT_QUARANTINED,
     QuarantinedSnapshotRow,
     columns,
     decode_row,
@@ -222,7 +223,7 @@ class SqliteStore:
                 files.reserve_backup, directory, self._path.stem, self._now()
             )
             try:
-                await self._reader.execute("VACUUM INTO ?", (str(partial),))
+                await self._reader.execute_fetchall("VACUUM INTO ?", (str(partial),))
                 await asyncio.to_thread(files.finish_backup, partial, target)
                 removed = await asyncio.to_thread(
                     files.prune_backups, directory, self._path.stem, self._backups_keep
@@ -278,9 +279,7 @@ class SqliteStore:
 
     async def quarantined_snapshots(self) -> list[QuarantinedSnapshotRow]:
         """Return every quarantined snapshot, oldest first."""
-        rows = await self._select(
-            f"SELECT {columns(QuarantinedSnapshotRow)} FROM quarantined_snapshots ORDER BY id"
-        )
+        rows = await self._select(SELECT_QUARANTINED)
         return self._decode(QuarantinedSnapshotRow, rows)
 
     async def has_execution(self, exec_id: str) -> bool:

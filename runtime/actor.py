@@ -43,6 +43,8 @@ M = TypeVar("M")
 
 
 class Lifecycle(enum.Enum):
+    """Where an actor is; moved only through ``Actor.transition()``."""
+
     STARTING = "starting"
     RUNNING = "running"
     SUSPENDED = "suspended"
@@ -117,6 +119,7 @@ class Actor(Generic[M]):
 
     @property
     def lifecycle(self) -> Lifecycle:
+        """Return where the actor is in its lifecycle."""
         return self._lifecycle
 
     @property
@@ -126,6 +129,7 @@ class Actor(Generic[M]):
 
     @property
     def mailbox_size(self) -> int:
+        """Return the mailbox bound: a ``tell`` beyond it waits."""
         return self._mailbox_size
 
     # -- hooks -------------------------------------------------------------

@@ -44,7 +44,7 @@ from runtime.clock import Clock, FunctionClock, RealClock, TradingCalendar
 from runtime.config import Config, WatchItem
 from runtime.runstate import RunState, write_run_state
 from runtime.supervision import Supervisor
-from runtime.venues import make_broker
+from runtime.venues import calendar_of, make_broker
 
 __all__ = ["App", "strategy_for"]
 
@@ -94,6 +94,7 @@ class App:
     alerts: list[Alert] = field(default_factory=list)
     actors: dict[str, PositionActor] = field(default_factory=dict)
     degraded: bool = False
+    _reconnecting: bool = False
 
     def alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
@@ -103,14 +104,9 @@ class App:
     async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.config
-        broker = make_broker(cfg, self.state_dir, speed=self.speed)
+        broker = await make_broker(cfg, self.state_dir, speed=self.speed)
         clock: Clock = FunctionClock(broker.now)
-        self.calendar = TradingCalendar(
-            cfg.calendar.timezone,
-            cfg.calendar.session_start,
-            cfg.calendar.regular_open,
-            cfg.calendar.regular_close,
-        )
+        self.calendar = calendar_of(cfg)
         connected = await self._connect(broker)
         store = await open_store(self.state_dir / f"{_safe(broker.account_id)}.db", broker.account_id)
         for finding in store.open_findings:
@@ -175,12 +171,14 @@ class App:
                 )
                 await sup.start(supervisor)
                 self.supervisor = supervisor
+                self.sup = sup
+                self.watch = sorted(watch)
                 if connected:
                     await self._recover(supervisor, "boot")
                     await broker.subscribe(sorted(watch))
                 else:
                     self._set_degraded(True, "broker unreachable at boot")
-                    sup.spawn(self._reconnect_loop(broker, supervisor, watch), name="reconnect")
+                    self._start_reconnect(broker)
                 self._write_state(broker, "degraded" if self.degraded else "running")
                 sup.spawn(self._route(broker, spawn, supervisor), name="router")
                 sup.spawn(self._checkpoints(), name="checkpoints")
@@ -217,21 +215,26 @@ class App:
                     await self.wall.sleep(delay * (0.5 + rng.random()))
         return False
 
-    async def _reconnect_loop(
-        self, broker: Broker, supervisor: SupervisorActor, watch: dict[str, WatchItem]
-    ) -> None:
+    async def _reconnect_loop(self, broker: Broker) -> None:
+        """Reconnect with capped, jittered backoff; the Connected event drives recovery."""
+        rng = random.Random(os.getpid())
         delay = self.config.recovery.connect_backoff_s
-        while self.degraded:
-            await self.wall.sleep(delay)
-            delay = min(delay * 2, 30.0)
-            try:
-                await broker.connect()
-            except BrokerError as exc:
-                _log.warning("still degraded: %s", exc)
-                continue
-            await self._recover(supervisor, "reconnect")
-            await broker.subscribe(sorted(watch))
-            self._set_degraded(False, "broker reachable again")
+        try:
+            while self.degraded:
+                try:
+                    await broker.connect()
+                    return
+                except BrokerError as exc:
+                    _log.warning("still degraded: %s; next try in %.1f s", exc, delay)
+                await self.wall.sleep(delay * (0.5 + rng.random()))
+                delay = min(delay * 2, 30.0)
+        finally:
+            self._reconnecting = False
+
+    def _start_reconnect(self, broker: Broker) -> None:
+        if not self._reconnecting:
+            self._reconnecting = True
+            self.sup.spawn(self._reconnect_loop(broker), name="reconnect")
 
     async def _recover(self, supervisor: SupervisorActor, mode: str) -> RecoveryReport:
         report = await supervisor.ask(RunRecovery(mode=mode))
@@ -270,10 +273,15 @@ class App:
                         if actor is not None:
                             await actor.tell(OnOrderUpdate(order))
                     case Disconnected(reason=reason):
-                        self._set_degraded(True, f"broker disconnected: {reason}")
+                        if not self.degraded:
+                            self._set_degraded(True, f"broker disconnected: {reason}")
+                        self._start_reconnect(broker)
                     case Connected():
-                        await self._recover(supervisor, "reconnect")
-                        self._set_degraded(False, "broker reconnected and reconciled")
+                        if self.degraded:
+                            report = await self._recover(supervisor, "reconnect")
+                            if report.broker_reachable:
+                                await broker.subscribe(self.watch)
+                                self._set_degraded(False, "broker reconnected and reconciled")
             except ActorStopped as exc:
                 _log.warning("event %s not delivered: %s", type(event).__name__, exc)
 

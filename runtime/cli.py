@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", type=Path, help="TOML profile (default: embedded sim profile)")
     common.add_argument("--state-dir", type=Path, help="state directory (default: ./state)")
     common.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stalwart: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     state_dir = _state_dir(args, config)
-    setup_logging(args.log_format, state_dir if args.command == "run" else None)
+    if args.command == "run":
+        setup_logging(args.log_format, state_dir)
+    else:
+        setup_logging(args.log_format, None, level=logging.WARNING)
     commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
         "run": lambda: _cmd_run(args, config, state_dir),
         "status": lambda: _cmd_status(args, state_dir),

@@ -38,10 +38,6 @@ class ConfigError(Exception):
     """A configuration file cannot be used; the message names the file and the field."""
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
-    pass
-
-
 class BrokerKind(enum.StrEnum):
     SIM = "sim"
     ALPACA = "alpaca"
@@ -59,7 +55,7 @@ class UnprotectedPolicy(enum.StrEnum):
     ALERT = "alert"
 
 
-class SimVenueConfig(_Strict):
+class SimVenueConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     seed: int = 7
     speed: float = 60.0
     bar_seconds: int = 60
@@ -70,12 +66,12 @@ class SimVenueConfig(_Strict):
     book_file: str = "sim-venue.book"
 
 
-class BrokerConfig(_Strict):
+class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     kind: BrokerKind = BrokerKind.SIM
     sim: SimVenueConfig = msgspec.field(default_factory=SimVenueConfig)
 
 
-class RuntimeConfig(_Strict):
+class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     state_dir: str = "state"
     checkpoint_interval_s: float = 10.0
     mailbox_size: int = 1024
@@ -85,14 +81,14 @@ class RuntimeConfig(_Strict):
     stop_timeout_s: float = 5.0
 
 
-class CalendarConfig(_Strict):
+class CalendarConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     timezone: str = "America/New_York"
     session_start: dtime = dtime(4, 0)
     regular_open: dtime = dtime(9, 30)
     regular_close: dtime = dtime(16, 0)
 
 
-class StrategyConfig(_Strict):
+class StrategyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     name: str = "pivot_breakout"
     qty: float = 100.0
     max_attempts: int = 2
@@ -103,7 +99,7 @@ class StrategyConfig(_Strict):
     eod_minutes: int = 5
 
 
-class RecoveryConfig(_Strict):
+class RecoveryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     orphan_policy: OrphanPolicy = OrphanPolicy.ADOPT
     unprotected_policy: UnprotectedPolicy = UnprotectedPolicy.RESTORE
     periodic_s: float = 60.0
@@ -113,7 +109,7 @@ class RecoveryConfig(_Strict):
     executions_margin_s: float = 3600.0
 
 
-class WatchItem(_Strict):
+class WatchItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     symbol: str
     resistance: float | None = None
     support: float | None = None
@@ -123,7 +119,7 @@ def _default_watchlist() -> list[WatchItem]:
     return [WatchItem(symbol=s) for s in ("AAPL", "MSFT", "NVDA", "AMD", "TSLA")]
 
 
-class Config(_Strict):
+class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
     calendar: CalendarConfig = msgspec.field(default_factory=CalendarConfig)

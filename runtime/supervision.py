@@ -165,9 +165,18 @@ class Supervisor:
         child = _Child(actor, tier)
         self._children[actor.name] = child
         child.task = tg.create_task(self._supervise(child), name=f"actor:{actor.name}")
-        # Backstop for a task cancelled before its first step (its finally never runs).
-        child.task.add_done_callback(lambda _: actor._close())
+        child.task.add_done_callback(lambda _: self._ended(child))
         return child
+
+    def _ended(self, child: _Child) -> None:
+        # Also the backstop for a task cancelled before its first step, whose
+        # finally never ran. A halted child stays listed for inspection.
+        child.actor._close()
+        if (
+            child.actor.lifecycle is Lifecycle.STOPPED
+            and self._children.get(child.actor.name) is child
+        ):
+            del self._children[child.actor.name]
 
     async def _until_ready(self, child: _Child) -> None:
         actor = child.actor
@@ -197,6 +206,10 @@ class Supervisor:
                     return
                 if not await self._recover(child, crash):
                     return
+        except asyncio.CancelledError:
+            if actor.lifecycle is not Lifecycle.STOPPING and not self._closing:
+                _log.warning("%s was cancelled while %s", actor.name, actor.lifecycle.value)
+            raise
         except Exception as exc:  # a kernel bug: never let it tear the group down
             _log.critical("supervision of %s failed", actor.name, exc_info=exc)
             self._raise(_alert("kernel", repr(exc), self._clock.now(), actor.name))

@@ -14,9 +14,9 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from persistence import SqliteStore, open_store  # noqa: E402
-
 from _store_kit import ACCOUNT, StepClock  # noqa: E402
+
+from persistence import SqliteStore, open_store  # noqa: E402
 
 
 @pytest.fixture

@@ -367,3 +367,56 @@ async def test_halting_is_logged_critical(caplog: pytest.LogCaptureFixture) -> N
     halted = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert len(halted) == 1
     assert "AMD crashed more than 0 times" in halted[0].getMessage()
+
+
+async def test_an_error_in_the_block_propagates_unchanged_after_an_orderly_stop() -> None:
+    journal: list[str] = []
+
+    async def session() -> None:
+        async with Supervisor() as sup:
+            await sup.start(Worker("AAPL", journal))
+            raise LookupError("strategy bug")
+
+    with pytest.raises(LookupError, match="strategy bug"):
+        await session()
+    assert journal == ["start AAPL", "stop AAPL"]
+    assert other_tasks() == set()
+
+
+async def test_cancelling_the_owner_still_stops_children_in_order() -> None:
+    journal: list[str] = []
+    running = asyncio.Event()
+
+    async def session() -> None:
+        async with Supervisor() as sup:
+            await sup.start(Worker("writer", journal))
+            await sup.start(Worker("AAPL", journal))
+            running.set()
+            await asyncio.Event().wait()
+
+    owner = asyncio.create_task(session())
+    await running.wait()
+    owner.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+    assert journal[2:] == ["stop AAPL", "stop writer"]
+    assert other_tasks() == set()
+
+
+async def test_a_child_cancelled_from_outside_ends_stopped_and_fails_its_asks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Supervisor() as sup:
+        actor = Worker("AAPL")
+        await sup.start(actor)
+        (task,) = (t for t in other_tasks() if t.get_name() == "actor:AAPL")
+
+        task.cancel()
+        await asyncio.wait({task})
+
+        assert state(actor) is Lifecycle.STOPPED
+        assert "AAPL was cancelled while running" in caplog.text
+        assert sup.children == []
+        with pytest.raises(ActorStopped):
+            await actor.ask(Ping())

@@ -1,0 +1,210 @@
+"""Opening a store: corrupt files moved aside, foreign files and other accounts refused."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import pytest
+from _store_kit import ACCOUNT, T0, StepClock, execution, snapshot
+
+from persistence import (
+    SCHEMA_VERSION,
+    PutExecution,
+    PutSnapshot,
+    StoreError,
+    open_store,
+)
+from persistence import opening, schema
+
+
+async def _store_with_rows(path: Path, n: int = 2000) -> None:
+    store = await open_store(path, ACCOUNT)
+    try:
+        await store.commit([PutExecution(execution(f"e-{i:05d}")) for i in range(n)])
+        await store.commit([PutSnapshot(snapshot())])
+    finally:
+        await store.close()
+
+
+def _overwrite(path: Path, offset: int, data: bytes) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def _siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name != "backups")
+
+
+@pytest.mark.parametrize(
+    ("where", "damage"),
+    [
+        ("header", lambda size: (0, b"this is not sqlite")),
+        ("middle", lambda size: (size // 2 - (size // 2) % 4096, b"\xa5" * 4096)),
+    ],
+)
+async def test_corrupt_file_is_moved_aside_and_a_fresh_store_opens(
+    store_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    damage: object,
+) -> None:
+    await _store_with_rows(store_path)
+    assert not store_path.with_name(store_path.name + "-wal").exists()  # checkpointed at close
+    offset, garbage = damage(os.path.getsize(store_path))  # type: ignore[operator]
+    _overwrite(store_path, offset, garbage)
+    damaged = store_path.read_bytes()
+
+    with caplog.at_level(logging.CRITICAL, logger="persistence.opening"):
+        store = await open_store(store_path, ACCOUNT, now=StepClock())
+    try:
+        (finding,) = store.open_findings
+        assert "corrupt" in finding and "moved it aside" in finding
+        assert finding in caplog.text
+        assert await store.integrity_check() == "ok"
+        assert await store.executions() == []
+        await store.commit([PutExecution(execution("e-after"))])
+        assert await store.has_execution("e-after")
+    finally:
+        await store.close()
+    aside = store_path.with_name("paper.db.corrupt-20260105T143000.000000Z")
+    assert aside.read_bytes() == damaged, where
+    assert _siblings(store_path) == [aside.name, store_path.name]
+
+
+async def test_junk_file_is_moved_aside_with_its_sidecars(store_path: Path) -> None:
+    store_path.parent.mkdir(parents=True)
+    store_path.write_bytes(os.urandom(10_000))
+    store_path.with_name("paper.db-wal").write_bytes(b"stale wal")
+
+    store = await open_store(store_path, ACCOUNT, now=lambda: T0)
+    await store.close()
+
+    assert len(store.open_findings) == 1
+    assert store_path.with_name("paper.db.corrupt-20260105T143000.000000Z-wal").read_bytes() == (
+        b"stale wal"
+    )
+
+
+async def test_locked_store_is_refused_not_moved_aside(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _store_with_rows(store_path, n=10)
+    monkeypatch.setattr(opening, "_BUSY_TIMEOUT_MS", 50)
+    holder = sqlite3.connect(store_path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("DELETE FROM snapshots")
+        with pytest.raises(StoreError, match="locked"):
+            await open_store(store_path, ACCOUNT)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert _siblings(store_path) == [store_path.name]
+
+
+async def test_foreign_sqlite_file_is_refused_and_left_untouched(store_path: Path) -> None:
+    store_path.parent.mkdir(parents=True)
+    with sqlite3.connect(store_path) as foreign:
+        foreign.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT)")
+        foreign.execute("INSERT INTO orders (note) VALUES ('mine')")
+    foreign.close()
+    before = store_path.read_bytes()
+
+    with pytest.raises(StoreError, match="not a stalwart store"):
+        await open_store(store_path, ACCOUNT)
+
+    assert store_path.read_bytes() == before
+    assert _siblings(store_path) == [store_path.name]
+
+
+async def test_newer_schema_is_refused_naming_both_versions(store_path: Path) -> None:
+    await _store_with_rows(store_path, n=1)
+    with sqlite3.connect(store_path) as raw:
+        raw.execute("UPDATE stalwart_meta SET schema_version = 99")
+    raw.close()
+
+    with pytest.raises(StoreError, match=rf"schema version 99.*knows \({SCHEMA_VERSION}\)"):
+        await open_store(store_path, ACCOUNT)
+
+
+async def test_another_account_is_refused(store_path: Path) -> None:
+    await _store_with_rows(store_path, n=1)
+
+    with pytest.raises(
+        StoreError, match=r"belongs to account PA-TEST-1, not LIVE-9; pass force_account"
+    ):
+        await open_store(store_path, "LIVE-9")
+
+
+async def test_force_account_rebinds(store_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    await _store_with_rows(store_path, n=1)
+
+    with caplog.at_level(logging.WARNING, logger="persistence.schema"):
+        rebound = await open_store(store_path, "LIVE-9", force_account=True)
+    await rebound.close()
+
+    assert rebound.account_id == "LIVE-9"
+    assert "rebound from account PA-TEST-1 to LIVE-9" in caplog.text
+    again = await open_store(store_path, "LIVE-9")
+    await again.close()
+    with pytest.raises(StoreError, match="belongs to account LIVE-9"):
+        await open_store(store_path, ACCOUNT)
+
+
+async def test_reopen_keeps_data_and_findings_stay_empty(store_path: Path) -> None:
+    await _store_with_rows(store_path, n=3)
+
+    store = await open_store(store_path, ACCOUNT)
+    try:
+        assert store.open_findings == []
+        assert len(await store.executions()) == 3
+    finally:
+        await store.close()
+
+
+async def test_a_later_migration_step_runs_once_and_moves_the_version(store_path: Path) -> None:
+    await _store_with_rows(store_path, n=1)
+    step = schema.Migration(2, "notes", ("CREATE TABLE notes (body TEXT NOT NULL)",))
+    migrations = (*schema.MIGRATIONS, step)
+
+    async with aiosqlite.connect(store_path, isolation_level=None) as conn:
+        kwargs = {"path": store_path, "account_id": ACCOUNT, "force_account": False, "now": StepClock()}
+        assert await schema.prepare(conn, migrations=migrations, **kwargs) == 2  # type: ignore[arg-type]
+        assert await schema.prepare(conn, migrations=migrations, **kwargs) == 2  # type: ignore[arg-type]
+        tables = [r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master")]
+
+    assert "notes" in tables
+    with pytest.raises(StoreError, match="schema version 2"):
+        await open_store(store_path, ACCOUNT)
+
+
+async def test_a_failing_migration_leaves_the_file_as_it_was(store_path: Path) -> None:
+    await _store_with_rows(store_path, n=1)
+    broken = schema.Migration(2, "broken", ("CREATE TABLE notes (x)", "THIS IS NOT SQL"))
+
+    async with aiosqlite.connect(store_path, isolation_level=None) as conn:
+        with pytest.raises(sqlite3.OperationalError):
+            await schema.prepare(
+                conn,
+                path=store_path,
+                account_id=ACCOUNT,
+                force_account=False,
+                now=StepClock(),
+                migrations=(*schema.MIGRATIONS, broken),
+            )
+        tables = [r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master")]
+        ((version,),) = await conn.execute_fetchall("SELECT schema_version FROM stalwart_meta")
+
+    assert "notes" not in tables
+    assert version == SCHEMA_VERSION
+
+
+def test_migration_steps_are_numbered_from_one() -> None:
+    assert [m.version for m in schema.MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

@@ -1,0 +1,142 @@
+"""The group-commit writer: shared transactions, failed transactions, a dead writer, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from _store_kit import ACCOUNT, execution, snapshot
+
+from persistence import (
+    PutExecution,
+    PutSnapshot,
+    SqliteStore,
+    StoreError,
+    StoreWriteError,
+    open_store,
+)
+
+
+async def _cap_file_at_current_size(store: SqliteStore) -> None:
+    """Simulate a full disk: no page may be added to the file.
+
+    Reaches into the write connection: the store has no public size cap, and
+    filling a real disk is not something a unit test can do.
+    """
+    ((pages,),) = await store._write_conn.execute_fetchall("PRAGMA page_count")
+    await store._write_conn.execute_fetchall(f"PRAGMA max_page_count = {pages}")
+
+
+async def _free_space(store: SqliteStore) -> None:
+    await store._write_conn.execute_fetchall("PRAGMA max_page_count = 1073741823")
+
+
+async def test_concurrent_commits_share_transactions(store: SqliteStore) -> None:
+    ids = [f"e-{i:03d}" for i in range(100)]
+
+    results = await asyncio.gather(*(store.commit([PutExecution(execution(i))]) for i in ids))
+
+    assert all(r.duplicate_exec_ids == frozenset() for r in results)
+    assert 1 <= store.transactions < 100
+    assert sorted(e.exec_id for e in await store.executions()) == ids
+
+
+async def test_sequential_commits_each_take_a_transaction(store: SqliteStore) -> None:
+    for i in range(3):
+        await store.commit([PutExecution(execution(f"e-{i}"))])
+
+    assert store.transactions == 3
+
+
+async def test_full_disk_fails_every_waiter_of_the_transaction_and_stores_nothing(
+    store: SqliteStore,
+) -> None:
+    await store.commit([PutExecution(execution("e-before"))])
+    await _cap_file_at_current_size(store)
+    big = [PutSnapshot(snapshot("AAPL", blob=b"x" * 1_000_000)), PutExecution(execution("e-big"))]
+    small = [PutExecution(execution("e-small"))]
+
+    outcomes = await asyncio.gather(store.commit(big), store.commit(small), return_exceptions=True)
+
+    assert all(isinstance(o, StoreWriteError) for o in outcomes), outcomes
+    assert "full" in str(outcomes[0])
+    assert not store.healthy
+    assert store.transactions == 1
+    assert [e.exec_id for e in await store.executions()] == ["e-before"]
+    assert (await store.load_snapshots()).rows == []
+
+
+async def test_after_space_returns_the_retry_is_stored(store: SqliteStore) -> None:
+    await _cap_file_at_current_size(store)
+    batch = [PutSnapshot(snapshot("AAPL", blob=b"x" * 1_000_000)), PutExecution(execution("e-1"))]
+    with pytest.raises(StoreWriteError):
+        await store.commit(batch)
+
+    await _free_space(store)
+    result = await store.commit(batch)
+
+    assert result.duplicate_exec_ids == frozenset()
+    assert store.healthy
+    assert await store.has_execution("e-1")
+    assert [len(r.blob) for r in (await store.load_snapshots()).rows] == [1_000_000]
+    assert await store.integrity_check() == "ok"
+
+
+async def test_a_dead_writer_fails_pending_and_later_commits(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store._write_conn.close()  # the connection vanishes under the writer: a bug, not I/O
+
+    with caplog.at_level(logging.CRITICAL, logger="persistence.writer"):
+        outcomes = await asyncio.gather(
+            *(store.commit([PutExecution(execution(f"e-{i}"))]) for i in range(5)),
+            return_exceptions=True,
+        )
+
+    assert all(isinstance(o, StoreWriteError) for o in outcomes), outcomes
+    assert "writer died" in caplog.text
+    assert not store.healthy
+    with pytest.raises(StoreWriteError, match="writer died"):
+        await store.commit([PutExecution(execution("e-later"))])
+    await store.close()
+
+
+async def test_close_drains_pending_commits(store_path: Path) -> None:
+    store = await open_store(store_path, ACCOUNT)
+    ids = [f"e-{i}" for i in range(50)]
+
+    *results, _ = await asyncio.gather(
+        *(store.commit([PutExecution(execution(i))]) for i in ids), store.close()
+    )
+
+    assert len(results) == 50
+    reopened = await open_store(store_path, ACCOUNT)
+    try:
+        assert sorted(e.exec_id for e in await reopened.executions()) == sorted(ids)
+    finally:
+        await reopened.close()
+
+
+async def test_commit_racing_close_is_refused(store: SqliteStore) -> None:
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0)  # close() has started: the store is closing
+
+    with pytest.raises(StoreError, match="closing"):
+        await store.commit([PutExecution(execution("e-late"))])
+    await closing
+
+
+async def test_a_cancelled_caller_does_not_disturb_its_group(store: SqliteStore) -> None:
+    async with asyncio.TaskGroup() as tasks:
+        cancelled = tasks.create_task(store.commit([PutExecution(execution("e-1"))]))
+        other = tasks.create_task(store.commit([PutExecution(execution("e-2"))]))
+        await asyncio.sleep(0)  # both are queued
+        cancelled.cancel()
+
+    assert cancelled.cancelled()
+    assert other.result().duplicate_exec_ids == frozenset()
+    # Once queued, a batch is carried out: the caller just does not hear about it.
+    assert await store.has_execution("e-1")
+    assert await store.has_execution("e-2")
