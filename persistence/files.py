@@ -19,6 +19,7 @@ from persistence.protocol import StoreError
 __all__ = [
     "SIDECARS",
     "finish_backup",
+    "header_problem",
     "move_aside",
     "prepare_file",
     "prune_backups",
@@ -33,6 +34,7 @@ _log = logging.getLogger(__name__)
 SIDECARS = ("-wal", "-shm", "-journal")
 _MODE = 0o600
 _DIR_MODE = 0o700
+_MAGIC = b"SQLite format 3\x00"
 _STAMP = r"\d{8}T\d{6}\.\d{6}Z"
 
 
@@ -61,6 +63,19 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def header_problem(path: Path) -> str | None:
+    """Return why ``path`` is not an SQLite database by its header, or None.
+
+    Checked before SQLite opens the file: SQLite may delete the ``-wal`` of a
+    file it cannot read as a database, and that WAL is evidence.
+    """
+    with path.open("rb") as f:
+        head = f.read(len(_MAGIC))
+    if not head or head == _MAGIC:
+        return None
+    return f"file is not a database (header {head[:16]!r})"
 
 
 def prepare_file(path: Path) -> None:

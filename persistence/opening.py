@@ -85,6 +85,9 @@ async def _open_once(
     path: Path, *, account_id: str, force_account: bool, now: Callable[[], datetime]
 ) -> aiosqlite.Connection:
     await asyncio.to_thread(files.prepare_file, path)
+    problem = await asyncio.to_thread(files.header_problem, path)
+    if problem is not None:
+        raise _Corrupt(problem)
     conn = await _connect(path)
     try:
         await _quick_check(conn)

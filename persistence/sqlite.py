@@ -352,8 +352,10 @@ class SqliteStore:
         try:
             await self._writer.stop()
         finally:
-            await close_quietly(self._write_conn)
+            # Reader first: the last connection to close checkpoints and removes the
+            # WAL, and only the writer may.
             await close_quietly(self._reader)
+            await close_quietly(self._write_conn)
             self._state = _Lifecycle.CLOSED
             self._closed.set()
             _log.info("store %s closed", self._path)

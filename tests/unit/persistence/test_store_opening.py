@@ -44,7 +44,8 @@ def _siblings(path: Path) -> list[str]:
     ("where", "damage"),
     [
         ("header", lambda size: (0, b"this is not sqlite")),
-        ("middle", lambda size: (size // 2 - (size // 2) % 4096, b"\xa5" * 4096)),
+        ("middle-page", lambda size: (size // 2 - (size // 2) % 4096, b"\xa5" * 4096)),
+        ("cell-pointers", lambda size: (size // 2 - (size // 2) % 4096 + 8, b"\x00\x01" * 4)),
     ],
 )
 async def test_corrupt_file_is_moved_aside_and_a_fresh_store_opens(
@@ -73,7 +74,7 @@ async def test_corrupt_file_is_moved_aside_and_a_fresh_store_opens(
         await store.close()
     aside = store_path.with_name("paper.db.corrupt-20260105T143000.000000Z")
     assert aside.read_bytes() == damaged, where
-    assert _siblings(store_path) == [aside.name, store_path.name]
+    assert _siblings(store_path) == [store_path.name, aside.name]
 
 
 async def test_junk_file_is_moved_aside_with_its_sidecars(store_path: Path) -> None:

@@ -1,0 +1,169 @@
+"""`stalwart run` as a real process on the embedded sim venue: kill -9, SIGTERM, restart.
+
+The trader and its in-process venue die together; the venue's book file and
+the trader's store are what survive, exactly as a broker and a store would.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from conftest import Session, stalwart, status, wait_for
+
+from brokers.base import OrderType
+from brokers.sim import read_book
+from brokers.sim.engine import open_orders
+
+
+def _store_path(state_dir: Path) -> Path:
+    return state_dir / "SIM-PAPER.db"
+
+
+def _executions(state_dir: Path) -> list[tuple[str, str, str, float]]:
+    with sqlite3.connect(_store_path(state_dir)) as db:
+        rows = db.execute("SELECT exec_id, symbol, side, qty FROM executions").fetchall()
+    return [(str(a), str(b), str(c), float(d)) for a, b, c, d in rows]
+
+
+def _signed_sums(rows: list[tuple[str, str, str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for _, symbol, side, qty in rows:
+        out[symbol] = out.get(symbol, 0.0) + (qty if side == "buy" else -qty)
+    return {s: q for s, q in out.items() if abs(q) > 1e-9}
+
+
+def _has_open_position(state_dir: Path) -> bool:
+    if not _store_path(state_dir).exists():
+        return False
+    try:
+        body = status(state_dir)
+    except AssertionError:
+        return False
+    return any(p["stop"] and p["stop"]["order_id"] for p in body["positions"])
+
+
+def _venue(state_dir: Path) -> tuple[dict[str, float], dict[str, list[Any]]]:
+    book = read_book(state_dir / "sim-venue.book")
+    assert book is not None
+    positions = {s: p.qty for s, p in book.positions.items() if p.qty}
+    stops: dict[str, list[Any]] = {}
+    for order in open_orders(book):
+        if order.type is OrderType.STOP:
+            stops.setdefault(order.symbol, []).append(order)
+    return positions, stops
+
+
+def test_kill_9_keeps_positions_stops_and_attempts(session_factory: Any, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first: Session = session_factory("--speed", "300", state_dir=state)
+    wait_for(lambda: _has_open_position(state), 90, "a position with a live stop")
+    first.kill()
+
+    # What survived: the store alone, read without any broker.
+    body = status(state)
+    assert body["state"] == "stopped"
+    held = {p["symbol"]: p for p in body["positions"]}
+    assert held, "the kill happened while holding positions"
+    signed = {s: (p["qty"] if p["side"] == "long" else -p["qty"]) for s, p in held.items()}
+    # Positions are exactly those of the durable fills.
+    assert signed == _signed_sums(_executions(state))
+    for p in held.values():
+        assert p["attempts"]["long"] + p["attempts"]["short"] >= 1
+        assert p["bars"] > 0
+    venue_positions, venue_stops = _venue(state)
+    for symbol, p in held.items():
+        if p["stop"] and p["stop"]["order_id"]:
+            live = [o for o in venue_stops.get(symbol, []) if o.order_id == p["stop"]["order_id"]]
+            assert live, f"{symbol}: the stop in the store is live at the venue"
+    attempts_before = {s: p["attempts"] for s, p in held.items()}
+    print("held at kill:", {s: (p["qty"], p["stop"]) for s, p in held.items()})
+    entries_before = len(_executions(state))
+
+    # Restart with the market nearly frozen: recovery only, no new market moves.
+    second: Session = session_factory("--speed", "0.001", "--duration", "6", state_dir=state)
+    assert second.proc.wait(timeout=60) == 0, second.output()
+    second.log.close()
+
+    after = status(state)
+    venue_positions, venue_stops = _venue(state)
+    held_after = {p["symbol"]: p for p in after["positions"]}
+    for symbol, p in held.items():
+        qty = p["qty"] if p["side"] == "long" else -p["qty"]
+        # Not re-entered: the venue holds exactly what the trader held.
+        assert venue_positions.get(symbol) == qty, symbol
+        assert held_after[symbol]["qty"] == p["qty"]
+        # Stop not lost: exactly one protective stop rests at the venue, for the whole position.
+        stops = venue_stops.get(symbol, [])
+        assert len(stops) == 1, f"{symbol}: {stops}"
+        assert stops[0].qty - stops[0].filled_qty == p["qty"]
+        assert held_after[symbol]["stop"]["order_id"] == stops[0].order_id
+        # Attempt counts never go down.
+        for side in ("long", "short"):
+            assert held_after[symbol]["attempts"][side] >= attempts_before[symbol][side]
+    # Only executions the venue had and the trader missed were added (no new entries).
+    assert len(_executions(state)) >= entries_before
+    assert set(_signed_sums(_executions(state))) == set(venue_positions)
+
+
+def test_sigterm_final_checkpoint_and_exit_0(session_factory: Any, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    s: Session = session_factory("--speed", "300", state_dir=state)
+    wait_for(lambda: _has_open_position(state), 90, "a position with a live stop")
+    assert s.terminate() == 0, s.output()
+    body = status(state)
+    assert body["state"] == "stopped"
+    for p in body["positions"]:
+        assert p["checkpoint_age_s"] < 10.0, p
+    log = s.output()
+    assert "final checkpoint" in log
+    assert "stragglers" not in log
+    with sqlite3.connect(_store_path(state)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_status_json_shape(session_factory: Any, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    s: Session = session_factory("--speed", "300", state_dir=state)
+    wait_for(lambda: _has_open_position(state), 90, "a position with a live stop")
+    body = status(state)
+    assert body["state"] == "running"
+    assert set(body) >= {"account", "as_of", "state", "positions", "session"}
+    p = body["positions"][0]
+    assert set(p) == {
+        "symbol", "side", "qty", "avg_entry_price", "origin", "strategy", "stop",
+        "partials", "attempts", "bars", "checkpoint_age_s",
+    }
+    assert set(body["session"]) == {"trading_day", "realized_pnl", "trades_today"}
+    assert s.terminate() == 0
+
+
+def test_malformed_config_exits_2_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[broker]\nkind = "nyse-direct"\n')
+    result = stalwart("run", "--config", str(bad), "--state-dir", str(tmp_path / "s"), check=False)
+    assert result.returncode == 2
+    assert f"{bad}: $.broker.kind: invalid enum value 'nyse-direct'" in result.stderr
+    assert "expected one of sim, alpaca, ibkr" in result.stderr
+    assert not (tmp_path / "s").exists(), "nothing started"
+
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[runtime]\ncheckpoint_interval = 5\n")
+    result = stalwart("status", "--config", str(unknown), check=False)
+    assert result.returncode == 2
+    assert "$.runtime: object contains unknown field `checkpoint_interval`" in result.stderr
+
+
+def test_status_without_store_is_a_state_error(tmp_path: Path) -> None:
+    result = stalwart("status", "--state-dir", str(tmp_path / "empty"), "--json", check=False)
+    assert result.returncode == 2
+    assert "no store" in result.stderr
+
+
+def test_asyncio_loop_option(tmp_path: Path) -> None:
+    result = stalwart(
+        "run", "--loop", "asyncio", "--state-dir", str(tmp_path / "s"), "--duration", "1",
+        "--no-live", check=False,
+    )
+    assert result.returncode == 0, result.stderr
