@@ -94,6 +94,27 @@ def _check_qty(value: float, what: str) -> None:
         raise BadInput(f"{what} {value!r} is not a positive finite quantity")
 
 
+def _check_bar(bar: Bar) -> None:
+    for name, value in (
+        ("open", bar.open),
+        ("high", bar.high),
+        ("low", bar.low),
+        ("close", bar.close),
+    ):
+        _check_price(value, f"bar {name}")
+    if bar.high < bar.low:
+        raise BadInput(f"bar high {bar.high} below its low {bar.low}")
+    if not math.isfinite(bar.volume) or bar.volume < 0:
+        raise BadInput(f"bar volume {bar.volume!r} is not a finite non-negative number")
+
+
+def _check_order_price(order_type: OrderType, price: float | None, what: str) -> None:
+    if price is not None:
+        _check_price(price, what)
+    elif order_type is not OrderType.MARKET:
+        raise BadInput(f"{what}: a {order_type.value} order needs a price")
+
+
 def client_order_id(account: str, symbol: str, day: date, attempt: int, kind: str) -> str:
     """Return the deterministic client order id of (account, symbol, day, attempt, kind).
 
@@ -134,15 +155,16 @@ def mark_bar(state: PositionState, bar: Bar) -> PositionState:
     """Track the last price and the trade's extremes (for MAE/MFE) from a bar."""
     if bar.symbol != state.symbol:
         raise WrongSymbol(f"bar for {bar.symbol} sent to {state.symbol}")
-    for name, value in (("high", bar.high), ("low", bar.low), ("close", bar.close)):
-        _check_price(value, f"bar {name}")
+    _check_bar(bar)
     if state.is_flat:
         if state.last_price == bar.close:
             return state
-        return msgspec.structs.replace(state, last_price=bar.close)
+        return _bump(state, last_price=bar.close)
     high = bar.high if state.trade_high is None else max(state.trade_high, bar.high)
     low = bar.low if state.trade_low is None else min(state.trade_low, bar.low)
-    return msgspec.structs.replace(state, last_price=bar.close, trade_high=high, trade_low=low)
+    if (bar.close, high, low) == (state.last_price, state.trade_high, state.trade_low):
+        return state
+    return _bump(state, last_price=bar.close, trade_high=high, trade_low=low)
 
 
 def begin_entry(
@@ -214,9 +236,7 @@ def begin_order(
     _check_qty(qty, f"{kind.value} qty")
     if price is not None:
         _check_price(price, f"{kind.value} price")
-    cid = client_order_id(
-        state.account, state.symbol, state.trading_day, state.entries_today, tag
-    )
+    cid = client_order_id(state.account, state.symbol, state.trading_day, state.entries_today, tag)
     if state.intent(cid) is not None:
         raise EntryRefused(f"{state.symbol}: intent {cid} already exists")
     intent = Intent(
@@ -465,7 +485,9 @@ def close_externally(
     return _bump(state, **fields), trade
 
 
-def adopt(state: PositionState, qty: float, avg_price: float, at: datetime, mode: Mode) -> PositionState:
+def adopt(
+    state: PositionState, qty: float, avg_price: float, at: datetime, mode: Mode
+) -> PositionState:
     """Adopt an orphan (open at the broker, unknown here) with origin ``recovered``."""
     _check_price(avg_price, "orphan avg price")
     if not math.isfinite(qty) or qty == 0:

@@ -126,11 +126,17 @@ class OrderDesk:
             await actor._commit(state, [ResolveIntent(intent.client_order_id, "rejected")])
             return None
         except BrokerError as exc:
-            _log.warning("%s: %s not sent (%s); pending for reconciliation",
-                         actor.symbol, intent.client_order_id, exc)
+            _log.warning(
+                "%s: %s not sent (%s); pending for reconciliation",
+                actor.symbol,
+                intent.client_order_id,
+                exc,
+            )
             return None
         failpoint("after_submit_before_ack")
-        actor._adopt(model.resolve_intent(actor.state, intent.client_order_id, order_id=order.order_id))
+        actor._adopt(
+            model.resolve_intent(actor.state, intent.client_order_id, order_id=order.order_id)
+        )
         return order
 
     def plan_stop(self, state: PositionState) -> tuple[PositionState, Intent | None, list[Write]]:
@@ -220,7 +226,9 @@ class OrderDesk:
         try:
             await self.actor.ctx.broker.cancel(stop.order_id)
         except BrokerError as exc:
-            _log.info("%s: leftover %s not canceled: %s", self.actor.symbol, stop.client_order_id, exc)
+            _log.info(
+                "%s: leftover %s not canceled: %s", self.actor.symbol, stop.client_order_id, exc
+            )
         state = model.resolve_intent(self.actor.state, stop.client_order_id, done=True)
         await self.actor._commit(state, [ResolveIntent(stop.client_order_id, "canceled")])
 

@@ -21,6 +21,7 @@ import msgspec
 
 from actors import model
 from actors.bars import BarRing
+from actors.heal import heal_symbol
 from actors.messages import (
     Checkpoint,
     Confirm,
@@ -36,7 +37,6 @@ from actors.messages import (
     SetMode,
 )
 from actors.orders import OrderDesk
-from actors.heal import heal_symbol
 from actors.snapshot import SnapshotError, decode_snapshot, encode_snapshot
 from actors.state import SCHEMA_VERSION, ClosedTrade, IntentKind, Mode, PositionState, StopOrder
 from actors.strategy import (
@@ -238,7 +238,9 @@ class PositionActor(Actor[PositionMsg]):
     def session_of(self, bar: Bar) -> Session:
         day = self.ctx.calendar.trading_day(bar.ts)
         cal = self.ctx.calendar
-        return Session(open=cal.open_of(day), close=cal.close_of(day), bar_seconds=self.ctx.bar_seconds)
+        return Session(
+            open=cal.open_of(day), close=cal.close_of(day), bar_seconds=self.ctx.bar_seconds
+        )
 
     async def _on_bar(self, bar: Bar) -> None:
         try:
@@ -262,7 +264,10 @@ class PositionActor(Actor[PositionMsg]):
                 await self._enter(action)
             case ExitPartial(qty=qty, reason=reason):
                 await self.desk.place(
-                    IntentKind.PARTIAL, qty, tag=f"partial{len(self.state.partials) + 1}", reason=reason
+                    IntentKind.PARTIAL,
+                    qty,
+                    tag=f"partial{len(self.state.partials) + 1}",
+                    reason=reason,
                 )
             case MoveStop(price=price, qty=qty):
                 await self.desk.move_stop(price, qty)
@@ -323,7 +328,12 @@ class PositionActor(Actor[PositionMsg]):
         failpoint("after_fill_before_commit")
         await self._commit(state, writes)
         _log.info(
-            "fill %s %s %s %s @ %s -> qty %s", ex.exec_id, ex.symbol, ex.side.value, ex.qty, ex.price,
+            "fill %s %s %s %s @ %s -> qty %s",
+            ex.exec_id,
+            ex.symbol,
+            ex.side.value,
+            ex.qty,
+            ex.price,
             state.qty,
         )
         # Durable: now act on it.
@@ -331,7 +341,11 @@ class PositionActor(Actor[PositionMsg]):
             await self.desk.send(stop_intent)
         elif self.state.stop is not None and not state.is_flat:
             await self.desk.resize_stop()
-        if applied.closed and before.stop is not None and before.stop.client_order_id != ex.client_order_id:
+        if (
+            applied.closed
+            and before.stop is not None
+            and before.stop.client_order_id != ex.client_order_id
+        ):
             await self.desk.cancel_order_quietly(before.stop)
         return FillAck(exec_id=ex.exec_id, applied=True)
 
@@ -361,7 +375,13 @@ class PositionActor(Actor[PositionMsg]):
 
     def _alert(self, kind: str, severity: Severity, message: str) -> None:
         self.ctx.alert(
-            Alert(kind=kind, severity=severity, message=message, at=self.ctx.wall.now(), symbol=self.symbol)
+            Alert(
+                kind=kind,
+                severity=severity,
+                message=message,
+                at=self.ctx.wall.now(),
+                symbol=self.symbol,
+            )
         )
 
     def stop_from_order(self, order: Order) -> StopOrder:

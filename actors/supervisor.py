@@ -215,7 +215,8 @@ class SupervisorActor(Actor[RunRecovery]):
         unprotected = [o.symbol for o in outcomes if o.unprotected]
         critical = [*critical, *(f"orphan {s}" for s in orphans)]
         critical += [
-            f"unprotected {o.symbol}" for o in outcomes
+            f"unprotected {o.symbol}"
+            for o in outcomes
             if o.unprotected and not any(a.startswith("stop restored") for a in o.actions)
         ]
         return RecoveryReport(

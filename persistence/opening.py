@@ -28,6 +28,7 @@ __all__ = ["open_reader", "open_writer"]
 _log = logging.getLogger(__name__)
 
 _BUSY_TIMEOUT_MS = 5_000
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
 _CORRUPTION = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
@@ -79,6 +80,8 @@ async def _use_wal(conn: aiosqlite.Connection, path: Path) -> None:
     if mode != "wal":
         raise StoreError(f"store {path}: cannot switch to WAL (journal_mode is {mode})")
     await conn.execute("PRAGMA synchronous = FULL")
+    # After a burst (a 10,000-actor checkpoint) the WAL is truncated back to this size.
+    await conn.execute_fetchall(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
 
 
 async def _open_once(

@@ -274,7 +274,10 @@ class SqliteStore:
                 _log.critical(
                     "store %s: snapshot row of %s unreadable: %s", self._path, symbol, exc
                 )
-                await self.quarantine_snapshot(symbol, f"unreadable snapshot row: {exc}")
+                try:
+                    await self.quarantine_snapshot(symbol, f"unreadable snapshot row: {exc}")
+                except StoreWriteError:
+                    _log.exception("store %s: could not quarantine %s; skipped", self._path, symbol)
         return LoadedSnapshots(loaded)
 
     async def quarantined_snapshots(self) -> list[QuarantinedSnapshotRow]:
@@ -288,7 +291,11 @@ class SqliteStore:
         return bool(rows)
 
     async def executions(self, since: datetime | None = None) -> list[Execution]:
-        """Return executions at or after ``since`` (all when None), oldest first."""
+        """Return executions at or after ``since`` (all when None), oldest first.
+
+        Raise ``ValueError`` when ``since`` is naive, ``StoreError`` when the
+        store cannot be read.
+        """
         sql = f"SELECT {columns(Execution)} FROM executions"
         params: tuple[str, ...] = ()
         if since is not None:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from actors.bars import BarRing
 from actors.messages import Checkpoint, OnBar, OnExecution, OnOrderUpdate
 from actors.position import PositionActor, PositionContext
-from actors.bars import BarRing
 from actors.state import PositionState
 from actors.strategy import Action, Enter, PivotBreakout, Session, Strategy, StrategyParams
 from actors.supervisor import RecoveryReport, RunRecovery, SupervisorActor
@@ -40,7 +40,7 @@ from persistence import open_store
 from persistence.protocol import SnapshotRow
 from runtime.actor import ActorStopped, Lifecycle
 from runtime.alerts import Alert, AlertSink, Severity, log_alert
-from runtime.clock import Clock, FunctionClock, RealClock, TradingCalendar
+from runtime.clock import Clock, FunctionClock, RealClock
 from runtime.config import Config, WatchItem
 from runtime.runstate import RunState, write_run_state
 from runtime.supervision import Supervisor
@@ -108,7 +108,9 @@ class App:
         clock: Clock = FunctionClock(broker.now)
         self.calendar = calendar_of(cfg)
         connected = await self._connect(broker)
-        store = await open_store(self.state_dir / f"{_safe(broker.account_id)}.db", broker.account_id)
+        store = await open_store(
+            self.state_dir / f"{_safe(broker.account_id)}.db", broker.account_id
+        )
         for finding in store.open_findings:
             self.alert(Alert("store", Severity.CRITICAL, finding, self.wall.now()))
         self._write_state(broker, "starting")
@@ -319,4 +321,3 @@ class App:
 
 def _safe(account: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in account)
-

@@ -48,16 +48,20 @@ class _JsonFormatter(logging.Formatter):
 
 
 class _UtcFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def setup_logging(fmt: str = "text", state_dir: Path | None = None, level: int = logging.INFO) -> None:
+def setup_logging(
+    fmt: str = "text", state_dir: Path | None = None, level: int = logging.INFO
+) -> None:
     """Configure the root logger; ``fmt`` is ``text`` or ``json``."""
     if fmt not in ("text", "json"):
         raise ValueError(f"--log-format: expected text or json, got {fmt!r}")
     formatter: logging.Formatter = (
-        _JsonFormatter() if fmt == "json" else _UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        _JsonFormatter()
+        if fmt == "json"
+        else _UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     for handler in list(root.handlers):

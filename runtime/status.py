@@ -21,7 +21,9 @@ def find_store(state_dir: Path) -> tuple[Path, str] | None:
     """Return (path, account) of the state dir's store, from the run state or the only .db."""
     run = read_run_state(state_dir)
     if run is not None:
-        path = state_dir / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in run.account)}.db"
+        path = (
+            state_dir / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in run.account)}.db"
+        )
         if path.exists():
             return path, run.account
     dbs = sorted(p for p in state_dir.glob("*.db"))

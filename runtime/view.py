@@ -64,19 +64,36 @@ def print_status(body: dict[str, Any]) -> None:
     console = Console()
     console.print(f"account {body['account']}  state {body['state']}  as of {body['as_of']}")
     table = Table()
-    for col in ("symbol", "side", "qty", "avg", "stop", "partials", "attempts", "bars", "ckpt age s"):
+    for col in (
+        "symbol",
+        "side",
+        "qty",
+        "avg",
+        "stop",
+        "partials",
+        "attempts",
+        "bars",
+        "ckpt age s",
+    ):
         table.add_column(col)
     for p in body["positions"]:
         stop = p["stop"]
         table.add_row(
-            p["symbol"], p["side"], f"{p['qty']:g}", f"{p['avg_entry_price']:.2f}",
+            p["symbol"],
+            p["side"],
+            f"{p['qty']:g}",
+            f"{p['avg_entry_price']:.2f}",
             f"{stop['price']:.2f} x {stop['qty']:g}" if stop else "NONE",
-            str(len(p["partials"])), f"{p['attempts']['long']}/{p['attempts']['short']}",
-            str(p["bars"]), f"{p['checkpoint_age_s']:.1f}",
+            str(len(p["partials"])),
+            f"{p['attempts']['long']}/{p['attempts']['short']}",
+            str(p["bars"]),
+            f"{p['checkpoint_age_s']:.1f}",
         )
     console.print(table)
     s = body["session"]
-    console.print(f"day {s['trading_day']}  realized {s['realized_pnl']:.2f}  trades {s['trades_today']}")
+    console.print(
+        f"day {s['trading_day']}  realized {s['realized_pnl']:.2f}  trades {s['trades_today']}"
+    )
 
 
 def print_history(body: dict[str, Any]) -> None:
@@ -86,10 +103,16 @@ def print_history(body: dict[str, Any]) -> None:
         table.add_column(col)
     for t in body["closed_trades"]:
         table.add_row(
-            t["symbol"], t["side"], f"{t['qty']:g}", f"{t['entry_price']:.2f}",
+            t["symbol"],
+            t["side"],
+            f"{t['qty']:g}",
+            f"{t['entry_price']:.2f}",
             f"{t['exit_price']:.2f}" if t["exit_price"] is not None else "?",
-            f"{t['realized_pnl']:.2f}", f"{t['mae']:.2f}", f"{t['mfe']:.2f}",
-            t["exit_reason"], t["exit_at"],
+            f"{t['realized_pnl']:.2f}",
+            f"{t['mae']:.2f}",
+            f"{t['mfe']:.2f}",
+            t["exit_reason"],
+            t["exit_at"],
         )
     console.print(table)
     reports = Table(title="reconciliation reports")
@@ -98,7 +121,12 @@ def print_history(body: dict[str, Any]) -> None:
     for r in body["reconciliation_reports"]:
         rep = r["report"]
         reports.add_row(
-            r["at"], r["mode"], ",".join(rep["zombies"]), ",".join(rep["orphans"]),
-            str(len(rep["drifts"])), ",".join(rep["unprotected"]), "; ".join(rep["critical_issues"]),
+            r["at"],
+            r["mode"],
+            ",".join(rep["zombies"]),
+            ",".join(rep["orphans"]),
+            str(len(rep["drifts"])),
+            ",".join(rep["unprotected"]),
+            "; ".join(rep["critical_issues"]),
         )
     console.print(reports)

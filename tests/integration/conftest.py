@@ -77,7 +77,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def session_factory(tmp_path: Path) -> Iterator[Callable[..., Session]]:
     started: list[Session] = []
 
-    def start(*args: str, state_dir: Path | None = None, env: dict[str, str] | None = None) -> Session:
+    def start(
+        *args: str, state_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> Session:
         s = Session(state_dir or tmp_path / "state", *args, env=env)
         started.append(s)
         return s

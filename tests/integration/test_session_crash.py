@@ -6,9 +6,12 @@ the trader's store are what survive, exactly as a broker and a store would.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from conftest import Session, stalwart, status, wait_for
 
@@ -78,7 +81,6 @@ def test_kill_9_keeps_positions_stops_and_attempts(session_factory: Any, tmp_pat
             live = [o for o in venue_stops.get(symbol, []) if o.order_id == p["stop"]["order_id"]]
             assert live, f"{symbol}: the stop in the store is live at the venue"
     attempts_before = {s: p["attempts"] for s, p in held.items()}
-    print("held at kill:", {s: (p["qty"], p["stop"]) for s, p in held.items()})
     entries_before = len(_executions(state))
 
     # Restart with the market nearly frozen: recovery only, no new market moves.
@@ -132,8 +134,17 @@ def test_status_json_shape(session_factory: Any, tmp_path: Path) -> None:
     assert set(body) >= {"account", "as_of", "state", "positions", "session"}
     p = body["positions"][0]
     assert set(p) == {
-        "symbol", "side", "qty", "avg_entry_price", "origin", "strategy", "stop",
-        "partials", "attempts", "bars", "checkpoint_age_s",
+        "symbol",
+        "side",
+        "qty",
+        "avg_entry_price",
+        "origin",
+        "strategy",
+        "stop",
+        "partials",
+        "attempts",
+        "bars",
+        "checkpoint_age_s",
     }
     assert set(body["session"]) == {"trading_day", "realized_pnl", "trades_today"}
     assert s.terminate() == 0
@@ -163,7 +174,83 @@ def test_status_without_store_is_a_state_error(tmp_path: Path) -> None:
 
 def test_asyncio_loop_option(tmp_path: Path) -> None:
     result = stalwart(
-        "run", "--loop", "asyncio", "--state-dir", str(tmp_path / "s"), "--duration", "1",
-        "--no-live", check=False,
+        "run",
+        "--loop",
+        "asyncio",
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--duration",
+        "1",
+        "--no-live",
+        check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def _has_partial(state_dir: Path) -> bool:
+    if not _store_path(state_dir).exists():
+        return False
+    try:
+        body = status(state_dir)
+    except AssertionError:
+        return False
+    return any(p["partials"] for p in body["positions"])
+
+
+def test_partial_at_target1_shows_one_partial_and_break_even_stop(
+    session_factory: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    s: Session = session_factory("--speed", "300", state_dir=state)
+    wait_for(lambda: _has_partial(state), 120, "a position with a partial exit")
+    assert s.terminate() == 0
+    body = status(state)
+    partial = [p for p in body["positions"] if p["partials"]]
+    assert partial, "the partial position was still open at shutdown"
+    p = partial[0]
+    assert p["qty"] == 50.0
+    assert len(p["partials"]) == 1
+    assert p["partials"][0]["qty"] == 50.0
+    assert p["partials"][0]["reason"] == "partial"
+    assert p["stop"]["price"] == p["avg_entry_price"], "stop moved to break-even"
+    assert p["stop"]["qty"] == 50.0
+
+
+def test_history_lists_closed_trades_with_mae_mfe_and_reason(
+    session_factory: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    s: Session = session_factory("--speed", "600", "--duration", "20", state_dir=state)
+    assert s.proc.wait(timeout=90) == 0, s.output()
+    s.log.close()
+    body = json.loads(stalwart("history", "--state-dir", str(state), "--json").stdout)
+    trades = body["closed_trades"]
+    assert trades, "a 20 s session at 600x closes trades"
+    for t in trades:
+        assert t["exit_reason"] in {"target", "stop", "eod", "partial", "manual", "flatten"}
+        assert t["mae"] >= 0 and t["mfe"] >= 0
+        assert t["entry_price"] > 0 and t["exit_price"] > 0
+    assert {r["mode"] for r in body["reconciliation_reports"]} >= {"boot"}
+    # Realized P&L of the closed trades == average-cost P&L recomputed from the executions,
+    # for every symbol that ended flat (an open trade's partials are not closed trades yet).
+    with sqlite3.connect(_store_path(state)) as db:
+        rows = db.execute("SELECT symbol, side, qty, price FROM executions ORDER BY ts, exec_id")
+        realized: dict[str, float] = {}
+        position: dict[str, tuple[float, float]] = {}
+        for symbol, side, qty, price in rows:
+            q, avg = position.get(symbol, (0.0, 0.0))
+            d = qty if side == "buy" else -qty
+            if q == 0 or (q > 0) == (d > 0):
+                position[symbol] = (q + d, (abs(q) * avg + qty * price) / abs(q + d))
+                continue
+            closing = min(abs(q), qty)
+            realized[symbol] = realized.get(symbol, 0.0) + (price - avg) * closing * (
+                1 if q > 0 else -1
+            )
+            rest = q + d
+            position[symbol] = (rest, avg if abs(rest) > 1e-9 and (rest > 0) == (q > 0) else price)
+    flat = [s for s, (q, _) in position.items() if abs(q) < 1e-9]
+    assert flat
+    for symbol in flat:
+        closed = sum(t["realized_pnl"] for t in trades if t["symbol"] == symbol)
+        assert closed == pytest.approx(realized.get(symbol, 0.0), abs=1e-6), symbol

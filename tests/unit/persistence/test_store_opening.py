@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
@@ -17,8 +18,9 @@ from persistence import (
     PutSnapshot,
     StoreError,
     open_store,
+    opening,
+    schema,
 )
-from persistence import opening, schema
 
 
 async def _store_with_rows(path: Path, n: int = 2000) -> None:
@@ -30,10 +32,22 @@ async def _store_with_rows(path: Path, n: int = 2000) -> None:
         await store.close()
 
 
-def _overwrite(path: Path, offset: int, data: bytes) -> None:
+def _damage(path: Path, where: Callable[[int], tuple[int, bytes]]) -> bytes:
+    """Overwrite part of ``path`` as ``where(size)`` says; return the damaged contents."""
+    offset, garbage = where(path.stat().st_size)
     with path.open("r+b") as f:
         f.seek(offset)
-        f.write(data)
+        f.write(garbage)
+    return path.read_bytes()
+
+
+def _contents(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def _siblings(path: Path) -> list[str]:
@@ -52,19 +66,18 @@ async def test_corrupt_file_is_moved_aside_and_a_fresh_store_opens(
     store_path: Path,
     caplog: pytest.LogCaptureFixture,
     where: str,
-    damage: object,
+    damage: Callable[[int], tuple[int, bytes]],
 ) -> None:
     await _store_with_rows(store_path)
-    assert not store_path.with_name(store_path.name + "-wal").exists()  # checkpointed at close
-    offset, garbage = damage(os.path.getsize(store_path))  # type: ignore[operator]
-    _overwrite(store_path, offset, garbage)
-    damaged = store_path.read_bytes()
+    assert _siblings(store_path) == [store_path.name]  # the WAL was checkpointed at close
+    damaged = _damage(store_path, damage)
 
     with caplog.at_level(logging.CRITICAL, logger="persistence.opening"):
         store = await open_store(store_path, ACCOUNT, now=StepClock())
     try:
         (finding,) = store.open_findings
-        assert "corrupt" in finding and "moved it aside" in finding
+        assert "corrupt" in finding
+        assert "moved it aside" in finding
         assert finding in caplog.text
         assert await store.integrity_check() == "ok"
         assert await store.executions() == []
@@ -73,20 +86,19 @@ async def test_corrupt_file_is_moved_aside_and_a_fresh_store_opens(
     finally:
         await store.close()
     aside = store_path.with_name("paper.db.corrupt-20260105T143000.000000Z")
-    assert aside.read_bytes() == damaged, where
+    assert _contents(aside) == damaged, where
     assert _siblings(store_path) == [store_path.name, aside.name]
 
 
 async def test_junk_file_is_moved_aside_with_its_sidecars(store_path: Path) -> None:
-    store_path.parent.mkdir(parents=True)
-    store_path.write_bytes(os.urandom(10_000))
-    store_path.with_name("paper.db-wal").write_bytes(b"stale wal")
+    _write(store_path, os.urandom(10_000))
+    _write(store_path.with_name("paper.db-wal"), b"stale wal")
 
     store = await open_store(store_path, ACCOUNT, now=lambda: T0)
     await store.close()
 
     assert len(store.open_findings) == 1
-    assert store_path.with_name("paper.db.corrupt-20260105T143000.000000Z-wal").read_bytes() == (
+    assert _contents(store_path.with_name("paper.db.corrupt-20260105T143000.000000Z-wal")) == (
         b"stale wal"
     )
 
@@ -116,12 +128,12 @@ async def test_foreign_sqlite_file_is_refused_and_left_untouched(store_path: Pat
         foreign.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, note TEXT)")
         foreign.execute("INSERT INTO orders (note) VALUES ('mine')")
     foreign.close()
-    before = store_path.read_bytes()
+    before = _contents(store_path)
 
     with pytest.raises(StoreError, match="not a stalwart store"):
         await open_store(store_path, ACCOUNT)
 
-    assert store_path.read_bytes() == before
+    assert _contents(store_path) == before
     assert _siblings(store_path) == [store_path.name]
 
 
@@ -176,7 +188,12 @@ async def test_a_later_migration_step_runs_once_and_moves_the_version(store_path
     migrations = (*schema.MIGRATIONS, step)
 
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
-        kwargs = {"path": store_path, "account_id": ACCOUNT, "force_account": False, "now": StepClock()}
+        kwargs = {
+            "path": store_path,
+            "account_id": ACCOUNT,
+            "force_account": False,
+            "now": StepClock(),
+        }
         assert await schema.prepare(conn, migrations=migrations, **kwargs) == 2  # type: ignore[arg-type]
         assert await schema.prepare(conn, migrations=migrations, **kwargs) == 2  # type: ignore[arg-type]
         tables = [r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master")]

@@ -35,6 +35,7 @@ from persistence import (
     ReportRow,
     ResolveIntent,
     SqliteStore,
+    Store,
     StoreError,
     StoreWriteError,
     Write,
@@ -42,10 +43,23 @@ from persistence import (
 )
 
 
+def test_sqlite_store_satisfies_the_store_protocol(store: SqliteStore) -> None:
+    as_protocol: Store = store  # checked by mypy
+
+    assert as_protocol.account_id == ACCOUNT
+
+
+async def test_store_file_is_wal_with_full_sync(store: SqliteStore, store_path: Path) -> None:
+    ((mode,),) = await store._write_conn.execute_fetchall("PRAGMA journal_mode")
+    ((sync,),) = await store._write_conn.execute_fetchall("PRAGMA synchronous")
+
+    assert (mode, sync) == ("wal", 2)  # 2 is FULL
+
+
 async def test_every_write_type_roundtrips(store: SqliteStore, store_path: Path) -> None:
     new_york = timezone(timedelta(hours=-5))
     fill = execution("e-1", ts=datetime(2026, 1, 5, 9, 31, 2, 123456, tzinfo=new_york))
-    writes = [
+    writes: list[Write] = [
         PutExecution(fill),
         PutSnapshot(snapshot("AAPL", seq=7)),
         PutIntent(intent("coid-1")),

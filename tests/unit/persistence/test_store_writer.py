@@ -15,6 +15,7 @@ from persistence import (
     SqliteStore,
     StoreError,
     StoreWriteError,
+    Write,
     open_store,
 )
 
@@ -55,8 +56,11 @@ async def test_full_disk_fails_every_waiter_of_the_transaction_and_stores_nothin
 ) -> None:
     await store.commit([PutExecution(execution("e-before"))])
     await _cap_file_at_current_size(store)
-    big = [PutSnapshot(snapshot("AAPL", blob=b"x" * 1_000_000)), PutExecution(execution("e-big"))]
-    small = [PutExecution(execution("e-small"))]
+    big: list[Write] = [
+        PutSnapshot(snapshot("AAPL", blob=b"x" * 1_000_000)),
+        PutExecution(execution("e-big")),
+    ]
+    small: list[Write] = [PutExecution(execution("e-small"))]
 
     outcomes = await asyncio.gather(store.commit(big), store.commit(small), return_exceptions=True)
 
@@ -70,7 +74,10 @@ async def test_full_disk_fails_every_waiter_of_the_transaction_and_stores_nothin
 
 async def test_after_space_returns_the_retry_is_stored(store: SqliteStore) -> None:
     await _cap_file_at_current_size(store)
-    batch = [PutSnapshot(snapshot("AAPL", blob=b"x" * 1_000_000)), PutExecution(execution("e-1"))]
+    batch: list[Write] = [
+        PutSnapshot(snapshot("AAPL", blob=b"x" * 1_000_000)),
+        PutExecution(execution("e-1")),
+    ]
     with pytest.raises(StoreWriteError):
         await store.commit(batch)
 
