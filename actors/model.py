@@ -36,6 +36,7 @@ from brokers.base import Bar, Execution, OrderType, Side, signed
 
 __all__ = [
     "APPLIED_IDS_KEPT",
+    "RECOVERED_STRATEGY",
     "Applied",
     "BadInput",
     "EntryRefused",
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 APPLIED_IDS_KEPT = 4096
+RECOVERED_STRATEGY = "recovered"  # the strategy a closed trade of an adopted position records
 _EPS = 1e-9
 
 
@@ -148,6 +150,8 @@ def set_levels(state: PositionState, day: date, levels: dict[str, float]) -> Pos
     """Record the day's pivots (``resistance``/``support``)."""
     for name, value in levels.items():
         _check_price(value, f"level {name}")
+    if levels == state.levels and day == state.levels_day:
+        return state
     return _bump(state, levels=dict(levels), levels_day=day)
 
 
@@ -179,11 +183,17 @@ def begin_entry(
     order_type: OrderType = OrderType.MARKET,
     price: float | None = None,
 ) -> tuple[PositionState, Intent]:
-    """Count the attempt and record the entry intent; raise ``EntryRefused`` when forbidden."""
+    """Count the attempt and record the entry intent.
+
+    Raises ``EntryRefused`` when the rules forbid it (not managed, position open,
+    entry in flight, attempts exhausted) and ``BadInput`` for an impossible
+    quantity, pivot or price, or a ``day`` before the state's trading day.
+    """
     _check_qty(qty, "entry qty")
     _check_price(pivot, "pivot")
-    if price is not None:
-        _check_price(price, "entry price")
+    _check_order_price(order_type, price, "entry price")
+    if day < state.trading_day:
+        raise BadInput(f"entry for {day}, before the trading day {state.trading_day}")
     if state.mode is not Mode.MANAGED:
         raise EntryRefused(f"{state.symbol}: mode {state.mode.value}, no automated orders")
     if not state.is_flat:
@@ -232,10 +242,15 @@ def begin_order(
     price: float | None = None,
     reason: str = "",
 ) -> tuple[PositionState, Intent]:
-    """Record a non-entry intent (stop, partial, exit); ``tag`` makes its id unique."""
+    """Record a non-entry intent (stop, partial, exit); ``tag`` makes its id unique.
+
+    Raises ``BadInput`` for an impossible quantity or price and ``EntryRefused``
+    when an intent with the same id is already in flight.
+    """
+    if kind is IntentKind.ENTRY:
+        raise BadInput("entries go through begin_entry (attempts are counted there)")
     _check_qty(qty, f"{kind.value} qty")
-    if price is not None:
-        _check_price(price, f"{kind.value} price")
+    _check_order_price(order_type, price, f"{kind.value} price")
     cid = client_order_id(state.account, state.symbol, state.trading_day, state.entries_today, tag)
     if state.intent(cid) is not None:
         raise EntryRefused(f"{state.symbol}: intent {cid} already exists")
@@ -290,6 +305,13 @@ def _vwap(fills: tuple[Fill, ...]) -> float | None:
     return sum(f.qty * f.price for f in fills) / total
 
 
+def _widen(state: PositionState, price: float) -> dict[str, object]:
+    """Return the trade's extremes widened to include ``price`` (a fill is a traded price)."""
+    high = price if state.trade_high is None else max(state.trade_high, price)
+    low = price if state.trade_low is None else min(state.trade_low, price)
+    return {"trade_high": high, "trade_low": low}
+
+
 def _extremes(state: PositionState, avg: float) -> tuple[float, float]:
     """Return (MAE, MFE) per share from the trade's extremes."""
     high = state.trade_high if state.trade_high is not None else avg
@@ -299,27 +321,36 @@ def _extremes(state: PositionState, avg: float) -> tuple[float, float]:
     return max(0.0, high - avg), max(0.0, avg - low)
 
 
+_EXIT_REASONS = frozenset(r.value for r in ExitReason)
+
+
 def _exit_reason(intent: Intent | None) -> str:
-    if intent is None:
-        return ExitReason.MANUAL.value
+    """Name why quantity left the position; always one of ``ExitReason``."""
+    if intent is None or intent.kind is IntentKind.ENTRY:
+        return ExitReason.MANUAL.value  # not an exit we sent
     if intent.kind is IntentKind.STOP:
         return ExitReason.STOP.value
     if intent.kind is IntentKind.PARTIAL:
         return ExitReason.PARTIAL.value
-    return intent.reason or ExitReason.MANUAL.value
+    return intent.reason if intent.reason in _EXIT_REASONS else ExitReason.FLATTEN.value
 
 
 def _closed_trade(
     state: PositionState, exits: tuple[Fill, ...], at: datetime, realized: float, reason: str
 ) -> ClosedTrade:
+    """Return the round trip of ``state`` (its last step not applied yet) closed at ``at``.
+
+    ``qty`` is what went out over the trade (earlier exits plus what is open now),
+    which is what went in for a fully recorded trade and stays right for adopted
+    positions, whose entries are not known.
+    """
     mae, mfe = _extremes(state, state.avg_price)
-    entered = sum(f.qty for f in state.entries) or abs(state.qty)
     first = state.entries[0].exec_id if state.entries else f"{at.timestamp():.0f}"
     return ClosedTrade(
         trade_id=f"{state.symbol}-{first}",
         symbol=state.symbol,
         side=Side.BUY if state.qty > 0 else Side.SELL,
-        qty=entered,
+        qty=sum(f.qty for f in state.exits) + abs(state.qty),
         entry_at=state.opened_at,
         entry_price=state.avg_price,
         exit_at=at,
@@ -328,7 +359,7 @@ def _closed_trade(
         mae=mae,
         mfe=mfe,
         exit_reason=reason,
-        strategy=state.strategy,
+        strategy=RECOVERED_STRATEGY if state.origin is Origin.RECOVERED else state.strategy,
         trading_day=state.trading_day,
     )
 
@@ -386,22 +417,34 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
     closed: list[ClosedTrade] = []
     partial: PartialExit | None = None
 
-    if state.is_flat or (state.qty > 0) == (delta > 0):
+    if state.is_flat:
+        new = _bump(
+            state,
+            qty=delta,
+            avg_price=ex.price,
+            opened_at=ex.ts,
+            entries=(fill,),
+            exits=(),
+            partials=(),
+            trade_realized=0.0,
+            trade_high=ex.price,
+            trade_low=ex.price,
+            applied=applied,
+            intents=intents,
+        )
+        return Applied(state=new)
+
+    if (state.qty > 0) == (delta > 0):
         new_qty = state.qty + delta
         avg = (abs(state.qty) * state.avg_price + ex.qty * ex.price) / abs(new_qty)
-        opened = state.opened_at if not state.is_flat else ex.ts
-        high = ex.price if state.trade_high is None else max(state.trade_high, ex.price)
-        low = ex.price if state.trade_low is None else min(state.trade_low, ex.price)
         new = _bump(
             state,
             qty=new_qty,
             avg_price=avg,
-            opened_at=opened,
             entries=(*state.entries, fill),
             applied=applied,
             intents=intents,
-            trade_high=high,
-            trade_low=low,
+            **_widen(state, ex.price),
         )
         return Applied(state=new)
 
@@ -420,6 +463,7 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
         "intents": intents,
         "realized_pnl_today": state.realized_pnl_today + realized,
     }
+    widened = _widen(state, ex.price)
 
     if abs(new_qty) > _EPS:
         partial = PartialExit(at=ex.ts, price=ex.price, qty=closing, reason=reason)
@@ -429,11 +473,14 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
             exits=exits,
             partials=(*state.partials, partial),
             trade_realized=trade_realized,
+            **widened,
             **common,
         )
         return Applied(state=new, partial=partial)
 
-    trade = _closed_trade(state, exits, ex.ts, trade_realized, reason)
+    trade = _closed_trade(
+        msgspec.structs.replace(state, **widened), exits, ex.ts, trade_realized, reason
+    )
     closed.append(trade)
     fields = _flat(state) | common
     fields["trades_today"] = state.trades_today + 1
@@ -451,33 +498,44 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
 
 
 def override_quantity(state: PositionState, qty: float, avg_price: float) -> PositionState:
-    """Let the broker's quantity and average price override ours (reconciliation)."""
-    if not math.isfinite(qty):
-        raise BadInput(f"broker qty {qty!r} is not finite")
-    if qty != 0:
-        _check_price(avg_price, "broker avg price")
+    """Let the broker's open quantity and average price override ours (reconciliation).
+
+    Raises ``BadInput`` for a non-finite or zero ``qty`` (a position the broker
+    no longer holds is closed with ``close_externally``, which records the
+    trade) or an impossible ``avg_price``.
+    """
+    if not math.isfinite(qty) or qty == 0:
+        raise BadInput(f"broker qty {qty!r} must be non-zero and finite")
+    _check_price(avg_price, "broker avg price")
     if abs(state.qty - qty) < _EPS and abs(state.avg_price - avg_price) < 1e-6:
         return state
-    return _bump(state, qty=qty, avg_price=avg_price if qty else 0.0)
+    return _bump(state, qty=qty, avg_price=avg_price)
 
 
 def close_externally(
     state: PositionState, at: datetime, exit_price: float | None
 ) -> tuple[PositionState, ClosedTrade | None]:
-    """Close a zombie (open here, flat at the broker) as ``CLOSED_EXTERNALLY``."""
+    """Close a zombie (open here, flat at the broker) as ``CLOSED_EXTERNALLY``.
+
+    With ``exit_price`` None the open remainder's P&L is unknown: the trade
+    records the P&L of its earlier partial exits only and no exit price.
+    Raises ``BadInput`` for an impossible ``exit_price``.
+    """
+    if exit_price is not None:
+        _check_price(exit_price, "exit price")
     if state.is_flat:
         return state, None
     realized = state.trade_realized
+    exits: tuple[Fill, ...] = ()
+    closing = state
     if exit_price is not None:
-        _check_price(exit_price, "exit price")
         direction = 1.0 if state.qty > 0 else -1.0
         realized += (exit_price - state.avg_price) * abs(state.qty) * direction
-    exit_fill = (
-        (Fill(exec_id="external", at=at, side=Side.BUY, qty=abs(state.qty), price=exit_price),)
-        if exit_price is not None
-        else ()
-    )
-    trade = _closed_trade(state, exit_fill, at, realized, ExitReason.CLOSED_EXTERNALLY.value)
+        side = Side.SELL if state.qty > 0 else Side.BUY
+        out = Fill(exec_id="external", at=at, side=side, qty=abs(state.qty), price=exit_price)
+        exits = (*state.exits, out)
+        closing = msgspec.structs.replace(state, **_widen(state, exit_price))
+    trade = _closed_trade(closing, exits, at, realized, ExitReason.CLOSED_EXTERNALLY.value)
     fields = _flat(state)
     fields["trades_today"] = state.trades_today + 1
     fields["realized_pnl_today"] = state.realized_pnl_today + (realized - state.trade_realized)
@@ -499,7 +557,10 @@ def adopt(
         opened_at=at,
         origin=Origin.RECOVERED,
         mode=mode,
-        strategy="recovered",
+        entries=(),
+        exits=(),
+        partials=(),
+        trade_realized=0.0,
         trade_high=avg_price,
         trade_low=avg_price,
     )

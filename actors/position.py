@@ -93,6 +93,7 @@ class PositionContext:
     bar_seconds: int = 60
     bar_capacity: int = 240
     mailbox_size: int = 1024
+    read_only: bool = False  # a dry run: never commit, never send
 
 
 class PositionActor(Actor[PositionMsg]):
@@ -150,7 +151,8 @@ class PositionActor(Actor[PositionMsg]):
         return next((r for r in loaded.rows if r.symbol == self.symbol), None)
 
     async def on_stop(self) -> None:
-        await self._checkpoint(force=True)
+        if not self.ctx.read_only:
+            await self._checkpoint(force=True)
 
     # -- dispatch ------------------------------------------------------------------
 

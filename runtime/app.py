@@ -94,6 +94,8 @@ class App:
     alerts: list[Alert] = field(default_factory=list)
     actors: dict[str, PositionActor] = field(default_factory=dict)
     degraded: bool = False
+    read_only: bool = False
+    report: RecoveryReport | None = None
     _reconnecting: bool = False
 
     def alert(self, alert: Alert) -> None:
@@ -101,7 +103,20 @@ class App:
         del self.alerts[:-200]
         self.alert_sink(alert)
 
-    async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> int:
+    async def reconcile_once(self, *, dry_run: bool) -> RecoveryReport:
+        """Run one manual recovery (``stalwart reconcile``) and return its report.
+
+        With ``dry_run`` nothing is written: no store commit, no order, no backup.
+        """
+        self.read_only = dry_run
+        await self.run(asyncio.Event(), once=True)
+        assert self.report is not None
+        return self.report
+
+    async def run(
+        self, stop: asyncio.Event, duration_s: float | None = None, *, once: bool = False
+    ) -> int:
+        """Trade until ``stop`` is set or ``duration_s`` passed; ``once``: reconcile and return."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.config
         broker = await make_broker(cfg, self.state_dir, speed=self.speed)
@@ -113,7 +128,8 @@ class App:
         )
         for finding in store.open_findings:
             self.alert(Alert("store", Severity.CRITICAL, finding, self.wall.now()))
-        self._write_state(broker, "starting")
+        if not once:
+            self._write_state(broker, "starting")
         watch = {w.symbol: w for w in cfg.watchlist}
         try:
             async with Supervisor(
@@ -136,6 +152,7 @@ class App:
                     bar_seconds=cfg.broker.sim.bar_seconds,
                     bar_capacity=cfg.runtime.bar_buffer,
                     mailbox_size=cfg.runtime.mailbox_size,
+                    read_only=self.read_only,
                 )
 
                 async def spawn(symbol: str, row: SnapshotRow | None = None) -> PositionActor:
@@ -175,6 +192,10 @@ class App:
                 self.supervisor = supervisor
                 self.sup = sup
                 self.watch = sorted(watch)
+                if once:
+                    self.report = await self._recover(supervisor, "manual", dry_run=self.read_only)
+                    await sup.shutdown()
+                    return 1 if self.report.critical_issues else 0
                 if connected:
                     await self._recover(supervisor, "boot")
                     await broker.subscribe(sorted(watch))
@@ -195,12 +216,14 @@ class App:
         finally:
             with contextlib.suppress(Exception):
                 await broker.close()
-            try:
-                await store.backup("shutdown")
-            except Exception as exc:  # a failed backup must not lose the clean close
-                _log.error("backup at shutdown failed: %s", exc)
+            if not self.read_only:
+                try:
+                    await store.backup("shutdown")
+                except Exception as exc:  # a failed backup must not lose the clean close
+                    _log.error("backup at shutdown failed: %s", exc)
             await store.close()
-            self._write_state(broker, "stopped")
+            if not once:
+                self._write_state(broker, "stopped")
         return 0
 
     async def _connect(self, broker: Broker) -> bool:
@@ -238,8 +261,10 @@ class App:
             self._reconnecting = True
             self.sup.spawn(self._reconnect_loop(broker), name="reconnect")
 
-    async def _recover(self, supervisor: SupervisorActor, mode: str) -> RecoveryReport:
-        report = await supervisor.ask(RunRecovery(mode=mode))
+    async def _recover(
+        self, supervisor: SupervisorActor, mode: str, *, dry_run: bool = False
+    ) -> RecoveryReport:
+        report = await supervisor.ask(RunRecovery(mode=mode, dry_run=dry_run))
         assert isinstance(report, RecoveryReport)
         return report
 

@@ -18,10 +18,12 @@ from typing import Any
 
 import msgspec
 
+from brokers.sim import BookError
 from persistence import open_store
 from persistence.protocol import StoreError
 from runtime.clock import RealClock
 from runtime.config import Config, ConfigError, load_config
+from runtime.lock import StateDirBusy, state_dir_lock
 from runtime.logs import setup_logging
 from runtime.status import find_store, history_dict, status_dict
 
@@ -53,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-live", action="store_true", help="no live table, log lines only")
     status = sub.add_parser("status", parents=[common], help="positions from the store")
     status.add_argument("--json", action="store_true")
+    reconcile = sub.add_parser("reconcile", parents=[common], help="hybrid recovery, print report")
+    reconcile.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
+    reconcile.add_argument("--json", action="store_true")
     history = sub.add_parser("history", parents=[common], help="closed trades and reports")
     history.add_argument("--json", action="store_true")
     history.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
@@ -83,6 +88,19 @@ async def _cmd_run(args: argparse.Namespace, config: Config, state_dir: Path) ->
     live = sys.stdout.isatty() and not args.no_live
     async with live_view(app, enabled=live):
         return await app.run(stop, args.duration)
+
+
+async def _cmd_reconcile(args: argparse.Namespace, config: Config, state_dir: Path) -> int:
+    from runtime.app import App
+
+    report = await App(config=config, state_dir=state_dir).reconcile_once(dry_run=args.dry_run)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    else:
+        from runtime.view import print_report
+
+        print_report(msgspec.to_builtins(report))
+    return EXIT_CRITICAL if report.critical_issues else EXIT_OK
 
 
 async def _cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
@@ -141,12 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {
         "run": lambda: _cmd_run(args, config, state_dir),
         "status": lambda: _cmd_status(args, state_dir),
+        "reconcile": lambda: _cmd_reconcile(args, config, state_dir),
         "history": lambda: _cmd_history(args, state_dir),
     }
     try:
+        if args.command in ("run", "reconcile"):
+            with state_dir_lock(state_dir):
+                return _run_loop(commands[args.command], args.loop)
         return _run_loop(commands[args.command], args.loop)
-    except StoreError as exc:
+    except (StoreError, StateDirBusy, BookError) as exc:
         print(f"stalwart: state error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"stalwart: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

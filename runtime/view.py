@@ -15,7 +15,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from runtime.app import App
 
-__all__ = ["live_view", "print_history", "print_status"]
+__all__ = ["live_view", "print_history", "print_report", "print_status"]
 
 _log = logging.getLogger(__name__)
 
@@ -130,3 +130,24 @@ def print_history(body: dict[str, Any]) -> None:
             "; ".join(rep["critical_issues"]),
         )
     console.print(reports)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    console = Console()
+    console.print(
+        f"reconciliation {report['mode']}{' (dry run)' if report['dry_run'] else ''}: "
+        f"broker reachable {report['broker_reachable']}, {report['replayed_fills']} fills replayed, "
+        f"{report['duration_s']:.3f} s"
+    )
+    for name in ("zombies", "orphans", "unprotected"):
+        if report[name]:
+            console.print(f"  {name}: {', '.join(report[name])}")
+    for d in report["drifts"]:
+        console.print(
+            f"  drift {d['symbol']}: local {d['local_qty']} @ {d['local_avg']} vs "
+            f"broker {d['broker_qty']} @ {d['broker_avg']}"
+        )
+    for a in report["actions"]:
+        console.print(f"  {a['symbol']}: {a['detail']}")
+    for issue in report["critical_issues"]:
+        console.print(f"  [bold red]CRITICAL[/] {issue}")
