@@ -7,6 +7,7 @@ Python floats. It serializes to bytes for snapshots without a per-bar object.
 
 from __future__ import annotations
 
+import math
 import struct
 from array import array
 from collections.abc import Iterator
@@ -37,11 +38,20 @@ class BarRing:
     def __len__(self) -> int:
         return self._count
 
-    def append(self, bar: Bar) -> None:
-        """Add ``bar``; a bar not newer than the last one is ignored (replays, overlaps)."""
+    def append(self, bar: Bar) -> bool:
+        """Add ``bar``; return whether it was kept.
+
+        A bar not newer than the last one (replays, overlaps) or one that cannot
+        be real (a price not positive and finite, high below low, negative
+        volume) is ignored. Raises ``ValueError`` for a bar of another symbol.
+        """
+        if bar.symbol != self.symbol:
+            raise ValueError(f"bar of {bar.symbol} appended to the buffer of {self.symbol}")
         ts = bar.ts.timestamp()
         if self._count and ts <= self.last_ts():
-            return
+            return False
+        if not _plausible(bar.open, bar.high, bar.low, bar.close, bar.volume):
+            return False
         i = self._head * _FIELDS
         d = self._data
         d[i] = ts
@@ -52,6 +62,7 @@ class BarRing:
         d[i + 5] = bar.volume
         self._head = (self._head + 1) % self.capacity
         self._count = min(self._count + 1, self.capacity)
+        return True
 
     def _slot(self, age: int) -> int:
         """Index of the bar ``age`` steps back (0 = newest)."""
@@ -108,6 +119,22 @@ class BarRing:
         for bar in keep:
             self.append(bar)
 
+    def _check(self) -> None:
+        """Raise ``ValueError`` unless the held bars are plausible and strictly ascending."""
+        d = self._data
+        previous = -math.inf
+        for age in range(self._count - 1, -1, -1):
+            i = self._slot(age)
+            ts = d[i]
+            if not math.isfinite(ts) or ts <= previous or not _plausible(*d[i + 1 : i + 6]):
+                raise ValueError("malformed bar buffer blob: implausible or unordered bar")
+            previous = ts
+        if self._count:
+            try:
+                datetime.fromtimestamp(previous, UTC)
+            except (OverflowError, OSError, ValueError) as exc:
+                raise ValueError(f"malformed bar buffer blob: time {previous!r}") from exc
+
     def to_bytes(self) -> bytes:
         return _HEADER.pack(self.capacity, self._count, self._head) + self._data.tobytes()
 
@@ -120,14 +147,27 @@ class BarRing:
         body = blob[_HEADER.size :]
         if cap <= 0 or count > cap or head >= cap or len(body) != 8 * _FIELDS * cap:
             raise ValueError("malformed bar buffer blob")
+        if count < cap and head != count:
+            raise ValueError("malformed bar buffer blob: a partly filled ring starts at slot 0")
         ring = cls(symbol, cap)
         ring._data = array("d")
         ring._data.frombytes(body)
         ring._count = count
         ring._head = head
+        ring._check()
         if capacity is not None and capacity != cap:
             resized = cls(symbol, capacity)
             for bar in ring:
                 resized.append(bar)
             return resized
         return ring
+
+
+def _plausible(open_: float, high: float, low: float, close: float, volume: float) -> bool:
+    prices = (open_, high, low, close)
+    return (
+        all(math.isfinite(p) and p > 0 for p in prices)
+        and high >= low
+        and math.isfinite(volume)
+        and volume >= 0
+    )

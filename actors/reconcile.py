@@ -8,10 +8,12 @@ says what differs; the actor (``actors.heal``) decides and does.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 
 import msgspec
 
+from actors.model import BadInput, WrongSymbol
 from actors.state import PositionState
 from brokers.base import BrokerPosition, Order, OrderType
 
@@ -52,7 +54,19 @@ def _protective_stop(orders: Sequence[Order], symbol: str, qty: float) -> Order 
 def plan_symbol(
     state: PositionState, position: BrokerPosition | None, orders: Sequence[Order]
 ) -> SymbolPlan:
-    """Compare ``state`` with the broker's ``position`` and open ``orders`` of its symbol."""
+    """Compare ``state`` with the broker's ``position`` and open ``orders`` of its symbol.
+
+    Orders of other symbols are ignored. Raises ``WrongSymbol`` for a position
+    of another symbol and ``BadInput`` for a broker quantity or average price
+    that cannot be real (garbage must never read as "flat at the broker").
+    """
+    if position is not None:
+        if position.symbol != state.symbol:
+            raise WrongSymbol(f"broker position of {position.symbol} compared with {state.symbol}")
+        if not math.isfinite(position.qty) or not math.isfinite(position.avg_price):
+            raise BadInput(
+                f"broker position {position.qty!r} @ {position.avg_price!r} of {state.symbol}"
+            )
     local_qty, local_avg = state.qty, state.avg_price
     broker_qty = position.qty if position is not None else 0.0
     broker_avg = position.avg_price if position is not None else 0.0

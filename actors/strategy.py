@@ -130,9 +130,10 @@ class PivotBreakout:
             return actions
         if bar_end > session.close - timedelta(minutes=self.params.no_entry_minutes):
             return actions
-        if len(bars) < self.params.warmup_bars + 1:
+        before = _before(bars, bar)
+        if before is None or before[0] < self.params.warmup_bars:
             return actions
-        entry = self._breakout(state, bars, bar, levels)
+        entry = self._breakout(state, before[1], bar, levels)
         if entry is not None:
             actions.append(entry)
         return actions
@@ -150,7 +151,9 @@ class PivotBreakout:
         range_end = day_open + timedelta(seconds=session.bar_seconds * p.opening_range_bars)
         if bar.ts + timedelta(seconds=session.bar_seconds) < range_end:
             return None
-        opening = [b for b in bars.since(day_open) if b.ts < range_end]
+        opening = [b for b in bars.since(day_open) if b.ts < range_end and b.ts != bar.ts]
+        if day_open <= bar.ts < range_end:
+            opening.append(bar)
         if len(opening) < p.opening_range_bars:
             return None
         return {
@@ -159,42 +162,38 @@ class PivotBreakout:
         }
 
     def _breakout(
-        self, state: PositionState, bars: BarRing, bar: Bar, levels: dict[str, float]
+        self, state: PositionState, prev_close: float, bar: Bar, levels: dict[str, float]
     ) -> Enter | None:
-        p = self.params
-        if len(bars) < 2:
-            return None
-        prev_close = bars.close(1)
-        day = state.trading_day
         resistance = levels.get("resistance")
         support = levels.get("support")
-        if resistance is not None and prev_close <= resistance < bar.close:
-            if state.attempts_for(day, resistance, Side.BUY) < p.max_attempts:
-                risk = max(bar.close - resistance, bar.close * p.min_risk_pct)
-                return Enter(
-                    side=Side.BUY,
-                    qty=p.qty,
-                    pivot=resistance,
-                    stop_price=round(bar.close - risk, 4),
-                    targets=(
-                        round(bar.close + risk * p.target1_r, 4),
-                        round(bar.close + risk * p.target2_r, 4),
-                    ),
-                )
-        if support is not None and prev_close >= support > bar.close:
-            if state.attempts_for(day, support, Side.SELL) < p.max_attempts:
-                risk = max(support - bar.close, bar.close * p.min_risk_pct)
-                return Enter(
-                    side=Side.SELL,
-                    qty=p.qty,
-                    pivot=support,
-                    stop_price=round(bar.close + risk, 4),
-                    targets=(
-                        round(bar.close - risk * p.target1_r, 4),
-                        round(bar.close - risk * p.target2_r, 4),
-                    ),
-                )
+        breaks = (
+            (Side.BUY, resistance, resistance is not None and prev_close <= resistance < bar.close),
+            (Side.SELL, support, support is not None and prev_close >= support > bar.close),
+        )
+        for side, pivot, crossed in breaks:
+            if (
+                crossed
+                and pivot is not None
+                and state.attempts_for(state.trading_day, pivot, side) < self.params.max_attempts
+            ):
+                return self._entry(side, pivot, bar.close)
         return None
+
+    def _entry(self, side: Side, pivot: float, close: float) -> Enter:
+        """Enter at ``close`` with the stop at the pivot (at least the minimum risk away)."""
+        p = self.params
+        sign = side.sign
+        risk = max((close - pivot) * sign, close * p.min_risk_pct)
+        return Enter(
+            side=side,
+            qty=p.qty,
+            pivot=pivot,
+            stop_price=round(close - sign * risk, 4),
+            targets=(
+                round(close + sign * risk * p.target1_r, 4),
+                round(close + sign * risk * p.target2_r, 4),
+            ),
+        )
 
     def _manage(
         self, state: PositionState, bar: Bar, bar_end: datetime, session: Session
@@ -219,3 +218,21 @@ class PivotBreakout:
                 ExitPartial(qty=half, reason="target1"),
             ]
         return []
+
+
+def _before(bars: BarRing, bar: Bar) -> tuple[int, float] | None:
+    """Return (how many bars precede ``bar``, the close of the one just before it).
+
+    ``bars`` may or may not hold ``bar`` already. None when nothing precedes it
+    or when the buffer holds a newer bar: a late bar is never traded on.
+    """
+    if not len(bars):
+        return None
+    newest, ts = bars.last_ts(), bar.ts.timestamp()
+    if newest > ts:
+        return None
+    if newest < ts:
+        return len(bars), bars.close(0)
+    if len(bars) < 2:
+        return None
+    return len(bars) - 1, bars.close(1)

@@ -124,23 +124,30 @@ async def open_writer(
         return await _open_once(path, account_id=account_id, force_account=force_account, now=now)
     except BaseException as exc:
         if not _is_corruption(exc):
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, sqlite3.Error | OSError):
                 raise StoreError(f"cannot open store {path}: {exc}") from exc
             raise
-        damage = exc
-    moved = await asyncio.to_thread(files.move_aside, path, now())
+        damage = " ".join(str(exc).split())  # quick_check reports span lines
+    try:
+        moved = await asyncio.to_thread(files.move_aside, path, now())
+    except OSError as exc:
+        raise StoreError(
+            f"store {path} is corrupt ({damage}) and cannot be moved aside: {exc}"
+        ) from exc
     finding = (
-        f"store {path} is corrupt ({damage}); moved it aside to {moved} and started an empty "
-        "store: positions recover from the broker alone, local metadata is lost"
+        f"store {path} is corrupt ({_shorten(damage)}); moved it aside to {moved} and started "
+        "an empty store: positions recover from the broker alone, local metadata is lost"
     )
-    _log.critical(finding)
+    _log.critical("%s. Damage found: %s", finding, damage)
     findings.append(finding)
     try:
         return await _open_once(path, account_id=account_id, force_account=force_account, now=now)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError, _Corrupt) as exc:
         raise StoreError(f"cannot create a fresh store {path}: {exc}") from exc
-    except _Corrupt as exc:
-        raise StoreError(f"fresh store {path} fails its check: {exc}") from exc
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 async def open_reader(path: Path) -> aiosqlite.Connection:

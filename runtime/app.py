@@ -93,6 +93,7 @@ class App:
     wall: Clock = field(default_factory=RealClock)
     alerts: list[Alert] = field(default_factory=list)
     actors: dict[str, PositionActor] = field(default_factory=dict)
+    broker: Broker | None = None  # injected by tests (a SimBroker they also control)
     degraded: bool = False
     read_only: bool = False
     report: RecoveryReport | None = None
@@ -119,7 +120,8 @@ class App:
         """Trade until ``stop`` is set or ``duration_s`` passed; ``once``: reconcile and return."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cfg = self.config
-        broker = await make_broker(cfg, self.state_dir, speed=self.speed)
+        broker = self.broker or await make_broker(cfg, self.state_dir, speed=self.speed)
+        self.broker = broker
         clock: Clock = FunctionClock(broker.now)
         self.calendar = calendar_of(cfg)
         connected = await self._connect(broker)

@@ -348,3 +348,14 @@ async def test_clock_stamps_are_used_for_quarantine(store_path: Path) -> None:
         await opened.close()
 
     assert kept.quarantined_at == T0 + timedelta(days=1)
+
+
+async def test_a_large_batch_is_stored_whole_or_refused_whole(store: SqliteStore) -> None:
+    writes: list[Write] = [PutSnapshot(snapshot(f"S{i:04d}", seq=i)) for i in range(1000)]
+
+    with pytest.raises(StoreWriteError, match="naive"):
+        await store.commit([*writes, PutSnapshot(snapshot(ts=datetime(2026, 1, 5)))])
+    assert (await store.load_snapshots()).rows == []
+
+    await store.commit(writes)
+    assert len((await store.load_snapshots()).rows) == 1000
