@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 from actors.messages import FillAck, GetState, OnExecution
@@ -22,13 +21,6 @@ from runtime.actor import Lifecycle
 from runtime.alerts import Alert, Severity
 from runtime.clock import FunctionClock, RealClock, TradingCalendar
 from runtime.supervision import Supervisor
-
-
-async def _until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
-    assert predicate(), what
 
 
 def _stored(path: Path, exec_id: str) -> int:
@@ -52,6 +44,13 @@ async def test_disk_full_suspends_alerts_and_stores_the_fill_once_space_returns(
     store = await open_store(tmp_path / "SIM-PAPER.db", "SIM-PAPER")
     broker = await SimBroker.open(SimConfig(symbols=["AAPL"], book_path=tmp_path / "venue.book"))
     alerts: list[Alert] = []
+    store_alarm = asyncio.Event()
+
+    def alert(a: Alert) -> None:
+        alerts.append(a)
+        if a.kind == "store" and a.severity is Severity.CRITICAL:
+            store_alarm.set()
+
     ctx = PositionContext(
         account="SIM-PAPER",
         store=store,
@@ -61,7 +60,7 @@ async def test_disk_full_suspends_alerts_and_stores_the_fill_once_space_returns(
         calendar=TradingCalendar(),
         clock=FunctionClock(broker.now),
         wall=RealClock(),
-        alert=alerts.append,
+        alert=alert,
     )
     try:
         async with Supervisor() as sup:
@@ -80,12 +79,7 @@ async def test_disk_full_suspends_alerts_and_stores_the_fill_once_space_returns(
             )
             async with asyncio.TaskGroup() as group:
                 ack_task = group.create_task(actor.ask(OnExecution(fill)))
-                await _until(
-                    lambda: any(
-                        a.kind == "store" and a.severity is Severity.CRITICAL for a in alerts
-                    ),
-                    "a critical store alert",
-                )
+                await asyncio.wait_for(store_alarm.wait(), 10)
                 # Not acknowledged, not stored, suspended (no new orders), not crashed.
                 assert not ack_task.done()
                 assert actor.lifecycle is Lifecycle.SUSPENDED
@@ -94,14 +88,17 @@ async def test_disk_full_suspends_alerts_and_stores_the_fill_once_space_returns(
 
                 await _set_max_pages(store, 1_073_741_823)  # space returns
                 ack = await asyncio.wait_for(ack_task, 10)
-            assert isinstance(ack, FillAck) and ack.applied
+            assert isinstance(ack, FillAck)
+            assert ack.applied
             assert actor.lifecycle is Lifecycle.RUNNING
             assert _stored(store.path, "X-1") == 1
             state = await actor.ask(GetState())
-            assert isinstance(state, PositionState) and state.qty == 10
+            assert isinstance(state, PositionState)
+            assert state.qty == 10
             # A second delivery of the same fill is a no-op.
             again = await actor.ask(OnExecution(fill))
-            assert isinstance(again, FillAck) and not again.applied
+            assert isinstance(again, FillAck)
+            assert not again.applied
             assert _stored(store.path, "X-1") == 1
             assert sup.restarts(actor) == 0
     finally:
