@@ -36,6 +36,7 @@ class OnExecution(msgspec.Struct, frozen=True, tag=True):
 class FillAck(msgspec.Struct, frozen=True):
     exec_id: str
     applied: bool  # False: a duplicate, nothing changed
+    external: str | None = None  # "opened" / "closed": a fill of an order nobody here sent
 
 
 class OnOrderUpdate(msgspec.Struct, frozen=True, tag=True):

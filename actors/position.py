@@ -94,6 +94,7 @@ class PositionContext:
     bar_capacity: int = 240
     mailbox_size: int = 1024
     read_only: bool = False  # a dry run: never commit, never send
+    orphan_policy: str = "adopt"  # adopt (watch only), manage, flatten
 
 
 class PositionActor(Actor[PositionMsg]):
@@ -321,6 +322,25 @@ class PositionActor(Actor[PositionMsg]):
         writes: list[Write] = [PutExecution(ex)]
         writes.extend(PutClosedTrade(model_row(t)) for t in applied.closed)
         intent = before.intent(ex.client_order_id)
+        external = None
+        if intent is None and before.is_flat and not state.is_flat:
+            # Opened by an order nobody here sent (a hand trade): an orphan, adopted by policy.
+            external = "opened"
+            mode = Mode.WATCH if self.ctx.orphan_policy == "adopt" else Mode.MANAGED
+            state = model.adopt(state, state.qty, state.avg_price, ex.ts, mode)
+            self._alert(
+                "orphan",
+                Severity.CRITICAL,
+                f"fill {ex.exec_id} of an unknown order opened {state.qty} @ {ex.price}: "
+                f"adopted, policy {self.ctx.orphan_policy}",
+            )
+        elif intent is None and applied.closed:
+            external = "closed"
+            self._alert(
+                "zombie",
+                Severity.WARNING,
+                f"fill {ex.exec_id} of an unknown order closed the position @ {ex.price}",
+            )
         stop_intent = None
         if intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
             state, stop_intent, more = self.desk.plan_stop(state)
@@ -349,7 +369,7 @@ class PositionActor(Actor[PositionMsg]):
             and before.stop.client_order_id != ex.client_order_id
         ):
             await self.desk.cancel_order_quietly(before.stop)
-        return FillAck(exec_id=ex.exec_id, applied=True)
+        return FillAck(exec_id=ex.exec_id, applied=True, external=external)
 
     async def _on_order(self, order: Order) -> None:
         self.desk_activity = self.ctx.wall.monotonic()

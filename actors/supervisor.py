@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from actors.messages import OnExecution, Reconcile, ReconcileOutcome
+from actors.messages import FillAck, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
 from brokers.base import BrokerError, BrokerPosition, Execution, Order
 from persistence.protocol import PutReport, ReportRow, Store
@@ -127,7 +127,7 @@ class SupervisorActor(Actor[RunRecovery]):
             report = self._report(mode, dry_run, started, t0, [], 0, critical, reachable=False)
             await self._publish(report)
             return report
-        replayed = 0 if dry_run else await self._replay(executions)
+        replayed, external = (0, {}) if dry_run else await self._replay(executions)
         by_symbol = {p.symbol: p for p in positions if p.qty != 0}
         last_exit = _last_prices(executions)
         for symbol in sorted(set(by_symbol) - set(self.actors)):
@@ -155,6 +155,7 @@ class SupervisorActor(Actor[RunRecovery]):
             )
             assert isinstance(outcome, ReconcileOutcome)
             outcomes.append(outcome)
+        outcomes = [_with_external(o, external.get(o.symbol)) for o in outcomes]
         report = self._report(mode, dry_run, started, t0, outcomes, replayed, critical, True)
         await self._publish(report)
         return report
@@ -166,16 +167,20 @@ class SupervisorActor(Actor[RunRecovery]):
         # checkpoint times are wall time; on the sim venue market time runs faster
         return min(oldest, market_now - timedelta(days=1)) - self.margin
 
-    async def _replay(self, executions: list[Execution]) -> int:
+    async def _replay(self, executions: list[Execution]) -> tuple[int, dict[str, str]]:
+        """Replay unseen executions; return the count and symbols opened/closed externally."""
         replayed = 0
+        external: dict[str, str] = {}
         for ex in sorted(executions, key=lambda e: e.ts):
             if await self.store.has_execution(ex.exec_id):
                 continue
             actor = self.actors.get(ex.symbol) or await self._spawn(ex.symbol)
             ack = await actor.ask(OnExecution(execution=ex, replayed=True))
-            if getattr(ack, "applied", False):
+            if isinstance(ack, FillAck) and ack.applied:
                 replayed += 1
-        return replayed
+                if ack.external is not None:
+                    external[ex.symbol] = ack.external
+        return replayed, external
 
     def _should_heal(
         self, mode: str, actor: PositionActor, symbol: str, position: BrokerPosition | None
@@ -276,3 +281,12 @@ def _orphan_outcome(position: BrokerPosition) -> ReconcileOutcome:
         broker_avg=position.avg_price,
         unprotected=True,
     )
+
+
+def _with_external(outcome: ReconcileOutcome, external: str | None) -> ReconcileOutcome:
+    """Report a replayed fill of an order nobody here sent as the orphan or zombie it was."""
+    if external is None or outcome.finding != "ok":
+        return outcome
+    finding = "orphan" if external == "opened" else "zombie"
+    action = f"replayed external fill ({external})"
+    return msgspec.structs.replace(outcome, finding=finding, actions=(*outcome.actions, action))

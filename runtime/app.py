@@ -155,6 +155,7 @@ class App:
                     bar_capacity=cfg.runtime.bar_buffer,
                     mailbox_size=cfg.runtime.mailbox_size,
                     read_only=self.read_only,
+                    orphan_policy=cfg.recovery.orphan_policy.value,
                 )
 
                 async def spawn(symbol: str, row: SnapshotRow | None = None) -> PositionActor:
