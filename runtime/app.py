@@ -16,7 +16,7 @@ import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from actors.bars import BarRing
@@ -36,7 +36,7 @@ from brokers.base import (
     Order,
     OrderUpdate,
 )
-from persistence import open_store
+from persistence import SqliteStore, open_store
 from persistence.protocol import SnapshotRow
 from runtime.actor import ActorStopped, Lifecycle
 from runtime.alerts import Alert, AlertSink, Severity, log_alert
@@ -207,7 +207,7 @@ class App:
                     self._start_reconnect(broker)
                 self._write_state(broker, "degraded" if self.degraded else "running")
                 sup.spawn(self._route(broker, spawn, supervisor), name="router")
-                sup.spawn(self._checkpoints(), name="checkpoints")
+                sup.spawn(self._checkpoints(store, clock), name="checkpoints")
                 sup.spawn(self._periodic(supervisor, broker), name="periodic-reconcile")
                 sup.spawn(self._heartbeat(broker), name="heartbeat")
                 with contextlib.suppress(TimeoutError):
@@ -315,13 +315,22 @@ class App:
             except ActorStopped as exc:
                 _log.warning("event %s not delivered: %s", type(event).__name__, exc)
 
-    async def _checkpoints(self) -> None:
+    async def _checkpoints(self, store: SqliteStore, clock: Clock) -> None:
+        """Checkpoint dirty actors every interval; back the store up once per trading day."""
         interval = self.config.runtime.checkpoint_interval_s
+        backed_up: date | None = None
         while True:
             await self.wall.sleep(interval)
             for actor in list(self.actors.values()):
                 with contextlib.suppress(ActorStopped):
                     await actor.tell(Checkpoint())
+            day = self.calendar.trading_day(clock.now())
+            if day != backed_up:
+                try:
+                    await store.backup(f"daily {day.isoformat()}")
+                    backed_up = day
+                except Exception as exc:  # a failed backup is an alert, never a crash
+                    self.alert(Alert("backup", Severity.WARNING, str(exc), self.wall.now()))
 
     async def _periodic(self, supervisor: SupervisorActor, broker: Broker) -> None:
         while True:
