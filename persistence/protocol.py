@@ -125,7 +125,9 @@ class PutReport(msgspec.Struct, frozen=True, tag=True):
     report: ReportRow
 
 
-Write = PutSnapshot | PutExecution | PutIntent | ResolveIntent | PutClosedTrade | PutSession | PutReport
+Write = (
+    PutSnapshot | PutExecution | PutIntent | ResolveIntent | PutClosedTrade | PutSession | PutReport
+)
 
 
 class CommitResult(msgspec.Struct, frozen=True):

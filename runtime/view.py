@@ -136,8 +136,8 @@ def print_report(report: dict[str, Any]) -> None:
     console = Console()
     console.print(
         f"reconciliation {report['mode']}{' (dry run)' if report['dry_run'] else ''}: "
-        f"broker reachable {report['broker_reachable']}, {report['replayed_fills']} fills replayed, "
-        f"{report['duration_s']:.3f} s"
+        f"broker reachable {report['broker_reachable']}, "
+        f"{report['replayed_fills']} fills replayed, {report['duration_s']:.3f} s"
     )
     for name in ("zombies", "orphans", "unprotected"):
         if report[name]:

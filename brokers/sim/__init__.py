@@ -12,4 +12,12 @@ from brokers.sim.engine import Book
 from brokers.sim.market import MarketClock
 from brokers.sim.venue import SimBroker
 
-__all__ = ["BarGenerator", "Book", "BookError", "MarketClock", "SimBroker", "SimConfig", "read_book"]
+__all__ = [
+    "BarGenerator",
+    "Book",
+    "BookError",
+    "MarketClock",
+    "SimBroker",
+    "SimConfig",
+    "read_book",
+]

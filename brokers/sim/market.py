@@ -105,7 +105,8 @@ class MarketClock:
     def now(self) -> datetime:
         """Return the market time (aware UTC)."""
         if not self._paused:
-            elapsed = (self._monotonic() - self._anchor_mono) * self._speed
+            # Rounded to the microsecond so that deadline() is exact despite float error.
+            elapsed = round((self._monotonic() - self._anchor_mono) * self._speed, 6)
             ts = advance(self._calendar, self._anchor, elapsed)
             if ts > self._last:
                 self._last = ts
@@ -124,8 +125,14 @@ class MarketClock:
             self._anchor_mono = self._monotonic()
             self._paused = False
 
-    def real_seconds_until(self, ts: datetime) -> float | None:
-        """Return the real seconds until market time reaches ``ts`` (``None`` while paused)."""
+    def deadline(self, ts: datetime) -> float | None:
+        """Return the monotonic reading at which market time reaches ``ts`` (``None`` if paused).
+
+        It is exact: once the monotonic function reads at least this, ``now() >= ts``.
+        """
         if self._paused:
             return None
-        return regular_seconds_between(self._calendar, self.now(), ts) / self._speed
+        return (
+            self._anchor_mono
+            + regular_seconds_between(self._calendar, self._anchor, ts) / self._speed
+        )

@@ -471,7 +471,7 @@ class SimBroker:
                     await self._save()
                     self._publish(events)
                     continue
-            await self._nap(self._seconds_to_next_due())
+            await self._nap(self._next_deadline())
 
     def _market_step(self) -> list[BrokerEvent] | None:
         """Advance the book to market time: up to a few missed bars, else due market orders."""
@@ -495,25 +495,31 @@ class SimBroker:
             return engine.fill_due_market_orders(book, now, max_fill_qty=self._config.max_fill_qty)
         return None
 
-    def _seconds_to_next_due(self) -> float | None:
+    def _next_deadline(self) -> float | None:
+        """Return the monotonic reading at which the pump has work again (``None``: paused)."""
         book = self._book
         due = book.next_bar + timedelta(seconds=book.bar_seconds)
         market_due = engine.next_market_due(book)
         if market_due is not None:
             due = min(due, market_due)
-        return self._clock.real_seconds_until(due)
+        return self._clock.deadline(due)
 
-    async def _nap(self, seconds: float | None) -> None:
-        """Sleep ``seconds`` (forever when ``None``) or until woken by a request."""
+    async def _nap(self, deadline: float | None) -> None:
+        """Sleep until the monotonic ``deadline`` (forever when ``None``) or a wake-up."""
         waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
-        if seconds is not None:
-            waiters.add(asyncio.ensure_future(self._sleep(max(0.0, seconds))))
+        if deadline is not None:
+            waiters.add(asyncio.ensure_future(self._sleep_until(deadline)))
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        # The remaining time is read when the sleep starts, not when it was planned:
+        # a clock that jumped in between must not make the pump oversleep.
+        await self._sleep(max(0.0, deadline - self._monotonic()))
 
     def _pump_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

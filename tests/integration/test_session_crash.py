@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Session, stalwart, status, wait_for
 
 from brokers.base import OrderType
@@ -228,8 +227,10 @@ def test_history_lists_closed_trades_with_mae_mfe_and_reason(
     assert trades, "a 20 s session at 600x closes trades"
     for t in trades:
         assert t["exit_reason"] in {"target", "stop", "eod", "partial", "manual", "flatten"}
-        assert t["mae"] >= 0 and t["mfe"] >= 0
-        assert t["entry_price"] > 0 and t["exit_price"] > 0
+        assert t["mae"] >= 0
+        assert t["mfe"] >= 0
+        assert t["entry_price"] > 0
+        assert t["exit_price"] > 0
     assert {r["mode"] for r in body["reconciliation_reports"]} >= {"boot"}
     # Realized P&L of the closed trades == average-cost P&L recomputed from the executions,
     # for every symbol that ended flat (an open trade's partials are not closed trades yet).
