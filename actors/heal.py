@@ -1,39 +1,106 @@
 """Healing one symbol inside its actor: the shell around ``plan_symbol``.
 
 Runs in the position actor's turn, so nothing races it for the symbol. Order:
-plan, decide the new state, commit it (with closed-trade rows), and only then
-act at the broker (restore a stop, flatten an orphan). A dry run returns the
-plan and changes nothing.
+plan, decide the new state, commit it (with closed-trade rows and the foreign
+executions it accounts for), and only then act at the broker (cancel what a
+zombie left resting, flatten an orphan, resize or restore a stop). A dry run
+folds the fills a real run would replay into a copy of the state, plans, and
+changes nothing.
+
+Hand trades (executions of orders the trader did not send) are never applied
+as fills: the broker's quantities say what they did, as a zombie, an orphan or
+a drift. They are stored with the heal that accounts for them, so every
+execution of the account ends up in the store exactly once.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from actors import model
 from actors.messages import Reconcile, ReconcileOutcome
-from actors.reconcile import Finding, plan_symbol
+from actors.reconcile import Finding, SymbolPlan, plan_symbol
 from actors.state import Mode, PositionState
-from brokers.base import BrokerError
-from persistence.protocol import ClosedTradeRow, PutClosedTrade, ResolveIntent, Write
+from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderStatus
+from persistence.protocol import (
+    ClosedTradeRow,
+    PutClosedTrade,
+    PutExecution,
+    ResolveIntent,
+    Write,
+)
 from runtime.alerts import Severity
 
 if TYPE_CHECKING:
     from actors.position import PositionActor
 
-__all__ = ["heal_symbol"]
+__all__ = ["discrepancy", "heal_symbol", "own_prefix"]
 
 _log = logging.getLogger(__name__)
 
 
+def own_prefix(account: str, symbol: str) -> str:
+    """Return how every client order id this trader sends for ``symbol`` begins."""
+    sample = model.client_order_id(account, symbol, date(2000, 1, 1), 0, "x")
+    return sample[: sample.index(f"-{symbol}-") + len(symbol) + 2]
+
+
+def _signature(plan: SymbolPlan) -> str | None:
+    if plan.finding is Finding.OK and not plan.unprotected:
+        return None
+    return (
+        f"{plan.finding.value} local {plan.local_qty} @ {plan.local_avg} broker "
+        f"{plan.broker_qty} @ {plan.broker_avg}" + (" unprotected" if plan.unprotected else "")
+    )
+
+
+def discrepancy(
+    state: PositionState,
+    position: BrokerPosition | None,
+    orders: Sequence[Order],
+    *,
+    verify: bool = True,
+) -> str | None:
+    """Return what differs between ``state`` and the broker, as a comparable text, or None."""
+    if not verify:
+        return None
+    return _signature(plan_symbol(state, position, orders))
+
+
+def _fold(state: PositionState, executions: Sequence[Execution]) -> PositionState:
+    """Apply ``executions`` to a copy of ``state`` (what a replay would do), purely."""
+    for ex in executions:
+        try:
+            state = model.apply_fill(state, ex).state
+        except model.ModelError as exc:
+            _log.warning("%s: dry run cannot replay %s: %s", state.symbol, ex.exec_id, exc)
+    return state
+
+
+def _last_exit(state: PositionState, executions: Sequence[Execution]) -> Execution | None:
+    """Return the latest execution that reduced ``state``'s side since it opened."""
+    side = state.side
+    if side is None:
+        return None
+    exits = [
+        ex
+        for ex in executions
+        if ex.side is side.opposite and (state.opened_at is None or ex.ts >= state.opened_at)
+    ]
+    return max(exits, key=lambda ex: (ex.ts, ex.exec_id), default=None)
+
+
 async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     """Reconcile ``actor`` against ``msg``'s broker truth; see the module docstring."""
-    plan = plan_symbol(actor.state, msg.position, msg.open_orders)
-    actions: list[str] = []
+    state = _fold(actor.state, msg.replay) if msg.dry_run else actor.state
+    if not msg.verify:
+        return await _unverified(actor, msg, state)
+    plan = plan_symbol(state, msg.position, msg.open_orders)
     outcome = ReconcileOutcome(
         symbol=actor.symbol,
         finding=plan.finding.value,
@@ -43,23 +110,36 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
         broker_avg=plan.broker_avg,
         unprotected=plan.unprotected,
     )
-    if msg.dry_run or not msg.heal:
+    if msg.dry_run:
         return outcome
+    signature = _signature(plan)
+    if not msg.heal or (msg.mode == "periodic" and signature != msg.signature):
+        # Seen, not confirmed (or changed since the supervisor looked): heal nothing.
+        _log.info("%s: %s; not healed until confirmed", actor.symbol, signature)
+        return msgspec.structs.replace(
+            outcome, pending=True, actions=(f"pending {signature}: not healed until confirmed",)
+        )
 
     now = actor.ctx.clock.now()
-    state = actor.state
     old_stop_price = state.stop.price if state.stop is not None else state.planned_stop
     writes: list[Write] = []
+    actions: list[str] = []
+    leftovers: list[Order] = []
     match plan.finding:
         case Finding.ZOMBIE:
-            state, trade = model.close_externally(state, now, msg.last_exit_price)
+            last = _last_exit(state, msg.executions)
+            price = last.price if last is not None else None
+            leftovers = [o for o in msg.open_orders if _is_ours(actor, o.client_order_id)]
+            writes.extend(ResolveIntent(i.client_order_id, "canceled") for i in state.intents)
+            state, trade = model.close_externally(state, last.ts if last else now, price)
             if trade is not None:
                 writes.append(PutClosedTrade(ClosedTradeRow(**msgspec.structs.asdict(trade))))
-            actions.append(f"closed as CLOSED_EXTERNALLY (exit {msg.last_exit_price})")
+            actions.append(f"closed as CLOSED_EXTERNALLY (exit {price})")
             actor._alert(
                 "zombie",
                 Severity.WARNING,
-                f"open here ({plan.local_qty}), flat at the broker: closed as CLOSED_EXTERNALLY",
+                f"open here ({plan.local_qty}), flat at the broker: closed as CLOSED_EXTERNALLY"
+                f" at {price}",
             )
         case Finding.ORPHAN:
             mode = Mode.WATCH if msg.orphan_mode == "adopt" else Mode.MANAGED
@@ -73,7 +153,10 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
             )
         case Finding.DRIFT:
             state = model.override_quantity(state, plan.broker_qty, plan.broker_avg)
-            actions.append(f"broker override qty {plan.local_qty}->{plan.broker_qty}")
+            actions.append(
+                f"broker override qty {plan.local_qty}->{plan.broker_qty}"
+                f" avg {plan.local_avg}->{plan.broker_avg}"
+            )
             actor._alert(
                 "drift",
                 Severity.WARNING,
@@ -82,46 +165,102 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
             )
         case Finding.OK:
             pass
+    if plan.finding is not Finding.OK or msg.mode != "periodic":
+        # Outside a periodic run nothing streams while we heal, so the broker's
+        # quantities already hold these trades; in a periodic run only a
+        # confirmed finding says so (an unconfirmed one may still be streaming).
+        writes.extend(PutExecution(ex) for ex in msg.foreign)
 
     state, intent_writes = await _settle_intents(actor, state, msg)
     writes.extend(intent_writes)
-    if plan.broker_stop is not None:
+    if plan.broker_stop is not None and not state.is_flat:
         stop = actor.stop_from_order(plan.broker_stop)
-        if state.stop != stop:
+        if state.stop is None or (state.stop.order_id, state.stop.price, state.stop.qty) != (
+            stop.order_id,
+            stop.price,
+            stop.qty,
+        ) or state.stop.status != "live":
             state = model.set_stop(state, stop)
             actions.append(f"stop attached {stop.client_order_id} @ {stop.price}")
     elif state.stop is not None and state.intent(state.stop.client_order_id) is None:
         state = model.set_stop(state, None)
+    for order in plan.unknown_orders:
+        if order is not plan.broker_stop:
+            actions.append(f"attached unknown order {order.client_order_id} ({order.type.value})")
     await actor._commit(state, writes)
     await _refill_bars(actor)
 
+    for order in leftovers:
+        actions.append(await _cancel_leftover(actor, order))
     if plan.finding is Finding.ORPHAN and msg.orphan_mode == "flatten":
         await actor._flatten("flatten")
         actions.append("flatten sent")
+    if plan.finding is Finding.DRIFT and actor.state.stop is not None:
+        await actor.desk.resize_stop()
+        stop = actor.state.stop
+        if stop is not None and abs(stop.qty - abs(actor.state.qty)) < 1e-9:
+            actions.append(f"stop resized to {stop.qty}")
     if plan.unprotected and abs(actor.state.qty) > 0 and actor.state.stop is None:
         actions.extend(await _protect(actor, msg, old_stop_price))
     return msgspec.structs.replace(outcome, actions=tuple(actions))
 
 
+def _is_ours(actor: PositionActor, client_order_id: str) -> bool:
+    return actor.knows_order(client_order_id) or client_order_id.startswith(
+        own_prefix(actor.ctx.account, actor.symbol)
+    )
+
+
+async def _cancel_leftover(actor: PositionActor, order: Order) -> str:
+    """Cancel an order of ours a closed-by-hand position left resting (a stop would reopen it)."""
+    try:
+        await actor.ctx.broker.cancel(order.order_id)
+    except BrokerError as exc:
+        actor._alert(
+            "zombie",
+            Severity.CRITICAL,
+            f"leftover {order.client_order_id} could not be canceled: {exc}",
+        )
+        return f"leftover {order.client_order_id} not canceled: {exc}"
+    return f"canceled leftover {order.client_order_id}"
+
+
 async def _settle_intents(
     actor: PositionActor, state: PositionState, msg: Reconcile
 ) -> tuple[PositionState, list[Write]]:
-    """Resolve intents the broker has no open order for (filled, canceled or never sent)."""
+    """Settle intents the broker's open orders do not show; never guess.
+
+    Open at the broker: attach the order id. Canceled, rejected or unknown
+    there: drop (the order will never fill). Filled: its execution was just
+    replayed, which dropped the intent; one still here was filled outside the
+    window, except in a periodic run, where the fill may be racing the stream
+    (kept: the fill, replayed or streamed, settles it).
+    """
     open_by_cid = {o.client_order_id: o for o in msg.open_orders}
     writes: list[Write] = []
     for intent in state.intents:
         order = open_by_cid.get(intent.client_order_id)
-        if order is not None:
+        if order is None:
+            try:
+                order = await actor.ctx.broker.order_by_client_id(intent.client_order_id)
+            except BrokerError:
+                continue  # unknown: keep it pending, never guess
+        if order is not None and (
+            order.status.is_open or (order.status is OrderStatus.FILLED and msg.mode == "periodic")
+        ):
             state = model.resolve_intent(state, intent.client_order_id, order_id=order.order_id)
             continue
-        try:
-            found = await actor.ctx.broker.order_by_client_id(intent.client_order_id)
-        except BrokerError:
-            continue  # unknown: keep it pending, never guess
-        status = "lost" if found is None else found.status.value
+        status = "canceled" if order is None else order.status.value
         state = model.resolve_intent(state, intent.client_order_id, done=True)
-        writes.append(ResolveIntent(intent.client_order_id, status))
-        _log.info("%s: intent %s settled as %s", actor.symbol, intent.client_order_id, status)
+        writes.append(
+            ResolveIntent(intent.client_order_id, status, order.order_id if order else None)
+        )
+        _log.info(
+            "%s: intent %s settled as %s",
+            actor.symbol,
+            intent.client_order_id,
+            "lost (never reached the broker)" if order is None else status,
+        )
     return state, writes
 
 
@@ -147,6 +286,31 @@ async def _protect(actor: PositionActor, msg: Reconcile, price: float | None) ->
         + ("" if order is not None else " (send failed; pending)"),
     )
     return [f"stop restored @ {price}"]
+
+
+async def _unverified(
+    actor: PositionActor, msg: Reconcile, state: PositionState
+) -> ReconcileOutcome:
+    """The broker reports no positions: an open one here stays unverified until confirmed."""
+    outcome = ReconcileOutcome(
+        symbol=actor.symbol,
+        finding=Finding.OK.value,
+        local_qty=state.qty,
+        broker_qty=state.qty,
+        local_avg=state.avg_price,
+        broker_avg=state.avg_price,
+    )
+    if state.is_flat or actor.is_confirmed():
+        return outcome
+    if not msg.dry_run and not actor.unverified:
+        actor.unverified = True
+        actor._alert(
+            "unverified",
+            Severity.CRITICAL,
+            f"the broker reports no positions: {state.qty} @ {state.avg_price} is unverified "
+            f"and trades nothing until `stalwart confirm {actor.symbol}`",
+        )
+    return msgspec.structs.replace(outcome, unverified=True, actions=("unverified",))
 
 
 async def _refill_bars(actor: PositionActor) -> None:

@@ -66,26 +66,43 @@ class Confirm(msgspec.Struct, frozen=True, tag=True):
 
 
 class Reconcile(msgspec.Struct, frozen=True, tag=True):
-    """Broker truth for this symbol; the actor heals what ``heal`` allows."""
+    """Broker truth for this symbol; the actor heals what ``heal`` allows.
+
+    ``executions`` are the broker's executions of the symbol in the recovery
+    window. Of those the store did not hold when the run began, ``replay`` are
+    fills of our orders (already applied through the actor, except in a dry
+    run, which folds them into a copy) and ``foreign`` are trades made outside
+    the trader (by hand): they are not applied, the broker's quantities say
+    what they did, and they are stored with the heal. A periodic run heals only
+    the discrepancy it confirmed: ``signature`` is what the supervisor saw on
+    ``confirm_runs`` consecutive runs.
+    """
 
     position: BrokerPosition | None
     open_orders: tuple[Order, ...]
-    last_exit_price: float | None
     heal: bool
     dry_run: bool
     restore_stop: bool
     orphan_mode: str  # adopt | manage | flatten
+    mode: str = "manual"  # boot | reconnect | periodic | manual
+    executions: tuple[Execution, ...] = ()
+    replay: tuple[Execution, ...] = ()
+    foreign: tuple[Execution, ...] = ()
+    signature: str | None = None
+    verify: bool = True  # False: the broker reports no positions (``unverified``)
 
 
 class ReconcileOutcome(msgspec.Struct, frozen=True):
     symbol: str
-    finding: str  # ok, zombie, orphan, drift, unprotected
+    finding: str  # ok, zombie, orphan, drift
     local_qty: float
     broker_qty: float
     local_avg: float
     broker_avg: float
     actions: tuple[str, ...] = ()
     unprotected: bool = False
+    pending: bool = False  # a periodic run saw it, not yet confirmed: nothing was healed
+    unverified: bool = False  # the broker cannot confirm the position: it trades nothing
 
 
 PositionMsg = (

@@ -557,10 +557,6 @@ def adopt(
         opened_at=at,
         origin=Origin.RECOVERED,
         mode=mode,
-        entries=(),
-        exits=(),
-        partials=(),
-        trade_realized=0.0,
         trade_high=avg_price,
         trade_low=avg_price,
     )

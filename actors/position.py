@@ -13,7 +13,7 @@ retries with backoff: nothing is acted on that is not durable.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -94,6 +94,9 @@ class PositionContext:
     bar_capacity: int = 240
     mailbox_size: int = 1024
     read_only: bool = False  # a dry run: never commit, never send
+    # Whether an operator confirmed the open position of (symbol, opened_at); used
+    # when the broker reports no positions (``Capabilities.reports_positions``).
+    confirmed: Callable[[str, datetime | None], bool] | None = None
     orphan_policy: str = "adopt"  # adopt (watch only), manage, flatten
 
 
@@ -116,6 +119,7 @@ class PositionActor(Actor[PositionMsg]):
         self.state = self._fresh()
         self.bars = BarRing(symbol, ctx.bar_capacity)
         self.checkpointed_at: datetime | None = None
+        self._loaded_mark: datetime | None = None
         self.unverified = False
         self._dirty = False
         self.desk_activity = float("-inf")  # wall monotonic time of the last order/fill event
@@ -138,6 +142,7 @@ class PositionActor(Actor[PositionMsg]):
                     row.blob, row.schema_version, self.symbol, self.ctx.bar_capacity
                 )
                 self.checkpointed_at = row.taken_at
+                self._loaded_mark = _mark(self.state, self.bars, self.ctx.calendar)
             except SnapshotError as exc:
                 await self.ctx.store.quarantine_snapshot(self.symbol, str(exc))
                 self._alert("store", Severity.CRITICAL, f"{exc}; quarantined, starting from broker")
@@ -146,6 +151,29 @@ class PositionActor(Actor[PositionMsg]):
         span = timedelta(seconds=self.ctx.bar_seconds * self.ctx.bar_capacity)
         if len(self.bars) and self.bars.last_time() is not None:
             self.bars.drop_before(now - span)
+
+    def market_mark(self) -> datetime | None:
+        """Return a market time whose events this actor's state already reflects.
+
+        Executions before it (minus a margin) need no replay. It comes from the
+        checkpoint as loaded (its trading day, last bar, last fill; before any
+        day roll) and moves on with the bars and fills seen since. None for an
+        actor that has seen nothing.
+        """
+        marks = [self._loaded_mark, self.bars.last_time(), _last_fill_at(self.state)]
+        return max((m for m in marks if m is not None), default=None)
+
+    def knows_order(self, client_order_id: str) -> bool:
+        """Return whether ``client_order_id`` is an intent or the stop of this actor."""
+        stop = self.state.stop
+        return self.state.intent(client_order_id) is not None or (
+            stop is not None and stop.client_order_id == client_order_id
+        )
+
+    def is_confirmed(self) -> bool:
+        """Return whether an operator confirmed the open position (unverified brokers)."""
+        check = self.ctx.confirmed
+        return check is not None and check(self.symbol, self.state.opened_at)
 
     async def _reload(self) -> SnapshotRow | None:
         loaded = await self.ctx.store.load_snapshots()
@@ -224,11 +252,9 @@ class PositionActor(Actor[PositionMsg]):
         self._dirty = False
 
     async def _checkpoint(self, force: bool) -> None:
-        if force or self._dirty or self.state.seq != self._checkpointed_seq():
+        if force or self._dirty:
+            failpoint("mid_checkpoint")
             await self._commit(self.state, [])
-
-    def _checkpointed_seq(self) -> int:
-        return self.state.seq if not self._dirty else -1
 
     def _adopt(self, state: PositionState) -> None:
         """Take a state that needs no commit before acting (it will be checkpointed)."""
@@ -423,6 +449,17 @@ class PositionActor(Actor[PositionMsg]):
             and order.status.is_open
             and (self.state.side is None or order.side is self.state.side.opposite)
         )
+
+
+def _last_fill_at(state: PositionState) -> datetime | None:
+    return max((f.at for f in (*state.entries, *state.exits)), default=None)
+
+
+def _mark(state: PositionState, bars: BarRing, calendar: TradingCalendar) -> datetime:
+    """Return a market time at or before the checkpoint of ``state`` (as loaded)."""
+    marks = [calendar.local(state.trading_day, calendar.session_start)]
+    marks += [m for m in (bars.last_time(), _last_fill_at(state)) if m is not None]
+    return max(marks)
 
 
 def model_row(trade: ClosedTrade) -> ClosedTradeRow:

@@ -19,8 +19,10 @@ from datetime import datetime, timedelta
 
 import msgspec
 
+from actors.heal import discrepancy, own_prefix
 from actors.messages import FillAck, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
+from actors.state import IntentKind
 from brokers.base import BrokerError, BrokerPosition, Execution, Order
 from persistence.protocol import PutReport, ReportRow, Store
 from runtime.actor import Actor
@@ -37,6 +39,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _ORDER_QUIET_S = 5.0
+_CONSISTENT_READS = 3
 
 
 class RunRecovery(msgspec.Struct, frozen=True, tag=True):
@@ -94,6 +97,8 @@ class SupervisorActor(Actor[RunRecovery]):
         restore_stops: bool,
         confirm_runs: int,
         margin: timedelta,
+        account: str = "",
+        reports_positions: bool = True,
     ) -> None:
         super().__init__("supervisor", mailbox_size=16)
         self.store = store
@@ -108,7 +113,9 @@ class SupervisorActor(Actor[RunRecovery]):
         self.restore_stops = restore_stops
         self.confirm_runs = confirm_runs
         self.margin = margin
-        self._seen: dict[str, int] = {}
+        self.account = account
+        self._reports_positions = reports_positions
+        self._seen: dict[str, tuple[str, int]] = {}
         self.last_report: RecoveryReport | None = None
 
     async def receive(self, msg: RunRecovery) -> object:
@@ -119,17 +126,18 @@ class SupervisorActor(Actor[RunRecovery]):
         t0 = self.wall.monotonic()
         critical: list[str] = []
         try:
-            positions, orders = await self._truth()
-            since = self._since()
-            executions = await self._executions_since(since)
+            positions, orders, executions = await self._fetch_truth()
         except BrokerError as exc:
             critical.append(f"broker unreachable: {exc}")
             report = self._report(mode, dry_run, started, t0, [], 0, critical, reachable=False)
             await self._publish(report)
             return report
-        replayed, external = (0, {}) if dry_run else await self._replay(executions)
+        verify = self.reports_positions
+        unseen = await self._unseen(executions)
+        ours = [ex for ex in unseen if self._ours(ex)]
+        foreign = [ex for ex in unseen if not self._ours(ex)]
+        replayed, external = (len(ours), {}) if dry_run else await self._replay(ours)
         by_symbol = {p.symbol: p for p in positions if p.qty != 0}
-        last_exit = _last_prices(executions)
         for symbol in sorted(set(by_symbol) - set(self.actors)):
             if dry_run:
                 continue
@@ -141,39 +149,85 @@ class SupervisorActor(Actor[RunRecovery]):
             if actor is None:  # dry run: an orphan without an actor yet
                 outcomes.append(_orphan_outcome(by_symbol[symbol]))
                 continue
-            heal = self._should_heal(mode, actor, symbol, by_symbol.get(symbol))
+            mine = tuple(o for o in orders if o.symbol == symbol)
+            position = by_symbol.get(symbol)
+            heal, signature = self._should_heal(mode, actor, position, mine, verify)
             outcome = await actor.ask(
                 Reconcile(
-                    position=by_symbol.get(symbol),
-                    open_orders=tuple(o for o in orders if o.symbol == symbol),
-                    last_exit_price=last_exit.get(symbol),
+                    position=position,
+                    open_orders=mine,
                     heal=heal,
                     dry_run=dry_run,
                     restore_stop=self.restore_stops,
                     orphan_mode=self.orphan_policy,
+                    mode=mode,
+                    executions=tuple(ex for ex in executions if ex.symbol == symbol),
+                    replay=tuple(ex for ex in ours if ex.symbol == symbol),
+                    foreign=tuple(ex for ex in foreign if ex.symbol == symbol),
+                    signature=signature,
+                    verify=verify,
                 )
             )
             assert isinstance(outcome, ReconcileOutcome)
-            outcomes.append(outcome)
-        outcomes = [_with_external(o, external.get(o.symbol)) for o in outcomes]
+            outcomes.append(_with_external(outcome, external.get(symbol)))
         report = self._report(mode, dry_run, started, t0, outcomes, replayed, critical, True)
         await self._publish(report)
         return report
 
+    async def _fetch_truth(self) -> tuple[list[BrokerPosition], list[Order], list[Execution]]:
+        """Fetch positions, open orders and executions that agree with each other.
+
+        The three are separate requests; a fill landing between them would make
+        the executions say one thing and the positions another, and boot heals
+        at once. So positions and orders are read again after the executions,
+        and the whole read is repeated until the two reads agree.
+        """
+        positions, orders = await self._truth()
+        for _ in range(_CONSISTENT_READS):
+            executions = await self._executions_since(self._since())
+            again, orders_again = await self._truth()
+            if _same(positions, again) and _same(orders, orders_again):
+                return again, orders_again, executions
+            positions, orders = again, orders_again
+        raise BrokerError("broker truth kept changing while it was read")
+
+    @property
+    def reports_positions(self) -> bool:
+        return self._reports_positions
+
     def _since(self) -> datetime:
-        ages = [a.checkpointed_at for a in self.actors.values() if a.checkpointed_at is not None]
-        oldest = min(ages) if ages else self.clock.now() - timedelta(days=3)
-        market_now = self.clock.now()
-        # checkpoint times are wall time; on the sim venue market time runs faster
-        return min(oldest, market_now - timedelta(days=1)) - self.margin
+        """Return where the executions the store may not hold begin, in market time.
+
+        Every actor knows a market time its state already reflects (``market_mark``,
+        from its checkpoint: never the wall clock, which on the sim venue is a
+        different clock); executions before the oldest of those, minus the margin,
+        were seen. Without any mark (a fresh store) the last day is fetched.
+        """
+        marks = [m for a in self.actors.values() if (m := a.market_mark()) is not None]
+        oldest = min(marks) if marks else self.clock.now() - timedelta(days=1)
+        return oldest - self.margin
+
+    async def _unseen(self, executions: list[Execution]) -> list[Execution]:
+        """Return the executions the store does not hold, oldest first."""
+        unseen = [ex for ex in executions if not await self.store.has_execution(ex.exec_id)]
+        return sorted(unseen, key=lambda e: (e.ts, e.exec_id))
+
+    def _ours(self, ex: Execution) -> bool:
+        """Return whether ``ex`` fills an order this trader sent (not a hand trade)."""
+        actor = self.actors.get(ex.symbol)
+        if actor is not None and actor.knows_order(ex.client_order_id):
+            return True
+        return ex.client_order_id.startswith(own_prefix(self.account, ex.symbol))
 
     async def _replay(self, executions: list[Execution]) -> tuple[int, dict[str, str]]:
-        """Replay unseen executions; return the count and symbols opened/closed externally."""
+        """Apply our executions the store has not seen, oldest first, through their actors.
+
+        Return the count and the symbols whose position such a fill opened or
+        closed without the order being known here (a store that lost it).
+        """
         replayed = 0
         external: dict[str, str] = {}
-        for ex in sorted(executions, key=lambda e: e.ts):
-            if await self.store.has_execution(ex.exec_id):
-                continue
+        for ex in executions:
             actor = self.actors.get(ex.symbol) or await self._spawn(ex.symbol)
             ack = await actor.ask(OnExecution(execution=ex, replayed=True))
             if isinstance(ack, FillAck) and ack.applied:
@@ -183,22 +237,38 @@ class SupervisorActor(Actor[RunRecovery]):
         return replayed, external
 
     def _should_heal(
-        self, mode: str, actor: PositionActor, symbol: str, position: BrokerPosition | None
-    ) -> bool:
+        self,
+        mode: str,
+        actor: PositionActor,
+        position: BrokerPosition | None,
+        orders: tuple[Order, ...],
+        verify: bool,
+    ) -> tuple[bool, str | None]:
+        """Decide whether this run may heal ``actor``'s symbol; return (heal, signature).
+
+        Boot, reconnect and manual runs heal at once. A periodic run heals a
+        discrepancy only once the same one (``signature``) was seen on
+        ``confirm_runs`` consecutive runs, no order of the symbol moved for
+        ``_ORDER_QUIET_S`` and no order but the stop is in flight: a fill racing
+        the stream changes the picture before it is confirmed.
+        """
+        symbol = actor.symbol
         if mode != "periodic":
             self._seen.pop(symbol, None)
-            return True
-        qty = position.qty if position is not None else 0.0
-        differs = abs(actor.state.qty - qty) > 1e-9
-        if not differs:
+            return True, None
+        signature = discrepancy(actor.state, position, orders, verify=verify)
+        if signature is None:
             self._seen.pop(symbol, None)
-            return True
-        self._seen[symbol] = self._seen.get(symbol, 0) + 1
+            return True, None
+        seen, count = self._seen.get(symbol, ("", 0))
+        count = count + 1 if seen == signature else 1
+        self._seen[symbol] = (signature, count)
         quiet = self.wall.monotonic() - actor.desk_activity >= _ORDER_QUIET_S
-        in_flight = bool(actor.state.intents) and any(
-            i.kind.value != "stop" for i in actor.state.intents
-        )
-        return self._seen[symbol] >= self.confirm_runs and quiet and not in_flight
+        in_flight = any(i.kind is not IntentKind.STOP for i in actor.state.intents)
+        heal = count >= self.confirm_runs and quiet and not in_flight
+        if heal:
+            self._seen.pop(symbol, None)
+        return heal, signature
 
     def _report(
         self,
@@ -216,27 +286,29 @@ class SupervisorActor(Actor[RunRecovery]):
             for o in outcomes
             for a in o.actions
         ]
-        orphans = [o.symbol for o in outcomes if o.finding == "orphan"]
-        unprotected = [o.symbol for o in outcomes if o.unprotected]
+        # A periodic finding not yet confirmed is reported as pending, not as found.
+        found = [o for o in outcomes if not o.pending]
+        orphans = [o.symbol for o in found if o.finding == "orphan"]
         critical = [*critical, *(f"orphan {s}" for s in orphans)]
         critical += [
             f"unprotected {o.symbol}"
-            for o in outcomes
+            for o in found
             if o.unprotected and not any(a.startswith("stop restored") for a in o.actions)
         ]
+        critical += [f"unverified {o.symbol}" for o in found if o.unverified]
         return RecoveryReport(
             mode=mode,
             dry_run=dry_run,
             started_at=started,
             duration_s=round(self.wall.monotonic() - t0, 6),
-            zombies=[o.symbol for o in outcomes if o.finding == "zombie"],
+            zombies=[o.symbol for o in found if o.finding == "zombie"],
             orphans=orphans,
             drifts=[
                 Drift(o.symbol, o.local_qty, o.broker_qty, o.local_avg, o.broker_avg)
-                for o in outcomes
+                for o in found
                 if o.finding == "drift"
             ],
-            unprotected=unprotected,
+            unprotected=[o.symbol for o in found if o.unprotected],
             replayed_fills=replayed,
             actions=actions,
             critical_issues=critical,
@@ -262,13 +334,9 @@ class SupervisorActor(Actor[RunRecovery]):
             await self.store.commit([PutReport(row)])
 
 
-def _last_prices(executions: list[Execution]) -> dict[str, float]:
-    last: dict[str, tuple[datetime, float]] = {}
-    for ex in executions:
-        seen = last.get(ex.symbol)
-        if seen is None or ex.ts >= seen[0]:
-            last[ex.symbol] = (ex.ts, ex.price)
-    return {s: p for s, (_, p) in last.items()}
+def _same(a: list[BrokerPosition] | list[Order], b: list[BrokerPosition] | list[Order]) -> bool:
+    key = msgspec.json.encode
+    return sorted(map(key, a)) == sorted(map(key, b))
 
 
 def _orphan_outcome(position: BrokerPosition) -> ReconcileOutcome:

@@ -190,6 +190,8 @@ class App:
                     restore_stops=cfg.recovery.unprotected_policy.value == "restore",
                     confirm_runs=cfg.recovery.confirm_runs,
                     margin=timedelta(seconds=cfg.recovery.executions_margin_s),
+                    account=broker.account_id,
+                    reports_positions=broker.capabilities.reports_positions,
                 )
                 await sup.start(supervisor)
                 self.supervisor = supervisor

@@ -84,7 +84,6 @@ def _per_bar(rate_per_minute: float, bar_seconds: int) -> float:
     return 1.0 - math.pow(1.0 - rate_per_minute, bar_seconds / 60.0)
 
 
-@functools.lru_cache(maxsize=512)
 def _day_path(
     seed: int, symbol: str, day: date, slots: int, bar_seconds: int, target: float
 ) -> tuple[RawBar, ...]:
@@ -119,6 +118,27 @@ def _day_path(
         volume = 1000.0 * shape * (1.8 if drift else 1.0) * rng.lognormvariate(0.0, 0.4)
         bars.append(RawBar(open_, high, low, close, float(round(volume))))
     return tuple(bars)
+
+
+@functools.lru_cache(maxsize=1024)
+def _anchored_day(
+    seed: int, symbol: str, day: date, origin: date, slots: int, bar_seconds: int
+) -> tuple[RawBar, ...]:
+    """The day's bars for a base price of 1.0 (the first open of ``origin``)."""
+    level = _open_level(seed, symbol, day)
+    target = _trend_level(seed, symbol, _next_weekday(day)) - level
+    scale = math.exp(level - _open_level(seed, symbol, origin))
+    return tuple(
+        RawBar(b.open * scale, b.high * scale, b.low * scale, b.close * scale, b.volume)
+        for b in _day_path(seed, symbol, day, slots, bar_seconds, target)
+    )
+
+
+def _next_weekday(day: date) -> date:
+    day += timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return day
 
 
 class BarGenerator:
@@ -174,14 +194,9 @@ class BarGenerator:
     def raw(self, symbol: str, ts: datetime) -> RawBar:
         """Return the bar opening at ``ts`` for a base price of 1.0."""
         day, index = self.slot_of(ts)
-        level = _open_level(self.seed, symbol, day)
-        target = _trend_level(self.seed, symbol, self.calendar.next_day(day)) - level
-        scale = math.exp(level - _open_level(self.seed, symbol, self.origin))
-        path = _day_path(self.seed, symbol, day, self.slots, self.bar_seconds, target)
-        bar = path[index]
-        return RawBar(
-            bar.open * scale, bar.high * scale, bar.low * scale, bar.close * scale, bar.volume
-        )
+        return _anchored_day(self.seed, symbol, day, self.origin, self.slots, self.bar_seconds)[
+            index
+        ]
 
     def bar(self, symbol: str, ts: datetime, price_scale: float) -> Bar:
         """Return the bar opening at ``ts``, scaled by ``price_scale`` and rounded to ticks."""

@@ -5,19 +5,21 @@ keeps its own book in its own file, so a restarted trading session meets the
 same positions, resting stops, executions and market time, exactly as it would
 meet a real broker. Three rules keep it honest:
 
-* **Durable before told.** Every change goes through ``_change()``: under one
-  lock, the engine mutates the book, the whole book is saved (in a thread), and
-  only then are the events published or the call answered. A failed save rolls
-  the in-memory book back to the last saved image.
-* **One owner per task.** The market pump is started by ``connect()`` and
-  cancelled and awaited by ``close()``. If it dies, the error is re-raised to
-  the reader of ``events()`` and every later request fails; it never vanishes.
+* **Durable before told.** Every change goes through ``_change()``: under the
+  book's lock the pure engine mutates the book, the whole book is saved (in a
+  thread, ``store.py``), and only then are the events published or the call
+  answered. A failed change leaves the last saved book in memory.
+* **One owner per task.** The market pump (``pump.py``) is started by
+  ``connect()`` and cancelled and awaited by ``close()``. If it dies, its error
+  is re-raised to the reader of ``events()`` and every later call fails; it
+  never vanishes into a log.
 * **Injected time.** Market time comes from a ``MarketClock`` over an injected
-  monotonic function, and the pump waits with an injected ``sleep``, so tests
+  monotonic function and the pump waits with an injected ``sleep``, so tests
   drive the venue with a virtual clock instead of sleeping for a guess.
 
 The venue keeps running while a client is disconnected (``drop_connection()``):
-stops still trigger, but the events are lost, as they are on a real venue.
+stops still trigger, but the events are lost, as they are on a real venue, and
+the client catches up with ``executions()``, ``positions()`` and ``history()``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -47,17 +49,18 @@ from brokers.base import (
 )
 from brokers.sim import engine
 from brokers.sim.bars import BarGenerator
-from brokers.sim.book import BookError, decode_book, encode_book, read_book, write_book
+from brokers.sim.book import BookError, read_book
 from brokers.sim.channel import EventChannel
 from brokers.sim.config import SimConfig
-from brokers.sim.market import MarketClock, local_day, session_floor
+from brokers.sim.market import MarketClock, session_floor
+from brokers.sim.pump import MarketPump
+from brokers.sim.store import DurableBook
 from runtime.clock import TradingCalendar, utc
 
 __all__ = ["SimBroker"]
 
 log = logging.getLogger(__name__)
 
-_CATCH_UP_SLOTS = 16
 _HISTORY_LIMIT = 100_000
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -77,13 +80,14 @@ class SimBroker:
 
     Create it with ``await SimBroker.open(config)``, which loads the book at
     ``config.book_path`` or creates a fresh one. Opening a second ``SimBroker``
-    on the same book is how tests model a restart; only one of them may be
-    used at a time (close the first), since nothing locks the file.
+    on the same book is how tests model a restart; only one of them may change
+    the book at a time (close the first), since nothing locks the file.
 
-    Besides the ``Broker`` protocol it has test/ops controls that model the
-    world outside the trader: ``hand_trade``, ``hand_close``, ``hand_cancel``,
-    ``set_price``, ``refuse_connections``, ``drop_connection``, ``pause_market``
-    and ``resume_market``.
+    Requests need a connection: before ``connect()``, after a drop and while
+    connections are refused they raise ``BrokerUnavailable``. The test/ops
+    controls model the world outside the trader and work without one:
+    ``hand_trade``, ``hand_close``, ``hand_cancel``, ``set_price``,
+    ``refuse_connections``, ``drop_connection``, ``pause_market``, ``resume_market``.
     """
 
     def __init__(
@@ -95,7 +99,10 @@ class SimBroker:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        """Wrap a loaded ``book``; prefer ``SimBroker.open()``, which loads and saves it."""
+        """Wrap a loaded ``book``; prefer ``SimBroker.open()``, which loads and saves it.
+
+        Raises ``BookError`` when the book belongs to another account.
+        """
         if book.account_id != config.account_id:
             raise BookError(
                 f"{config.book_path}: book of account {book.account_id!r}, "
@@ -103,7 +110,7 @@ class SimBroker:
             )
         if (book.seed, book.bar_seconds) != (config.seed, config.bar_seconds):
             log.warning(
-                "sim book %s keeps seed=%d bar_seconds=%d (configured %d, %d)",
+                "sim venue book %s keeps its seed=%d bar_seconds=%d (configured: %d, %d)",
                 config.book_path,
                 book.seed,
                 book.bar_seconds,
@@ -120,17 +127,25 @@ class SimBroker:
         )
         for symbol in config.symbols:
             engine.add_instrument(book, self._generator, symbol, config.base_price(symbol))
-        self._book = book
-        self._durable: bytes | None = None
-        self._pending_write: asyncio.Future[None] | None = None
+        self._store = DurableBook(config.book_path, book)
         self._clock = MarketClock(
             self._calendar, book.market_time, speed=config.speed, monotonic=monotonic
         )
         self._monotonic = monotonic
-        self._sleep = sleep
-        self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._channel = EventChannel(config.event_buffer)
+        self._pump = MarketPump(
+            store=self._store,
+            clock=self._clock,
+            generator=self._generator,
+            calendar=self._calendar,
+            channel=self._channel,
+            publish=self._publish,
+            max_fill_qty=config.max_fill_qty,
+            retain=timedelta(days=config.retain_days),
+            monotonic=monotonic,
+            sleep=sleep,
+        )
+        self._latency = timedelta(seconds=config.latency_ms / 1000.0 * config.speed)
         self._state = _State.IDLE
         self._error: BaseException | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -147,9 +162,11 @@ class SimBroker:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> SimBroker:
-        """Load (or create) the book at ``config.book_path`` and return the venue, not connected.
+        """Load (or create) the book at ``config.book_path``; return the venue, not connected.
 
-        Raises ``BookError`` when the file is corrupt, foreign or of another account.
+        A fresh book starts at the regular open of ``config.start_day`` (or the next
+        trading day). Raises ``BookError`` when the file is corrupt, foreign or of
+        another account, ``OSError`` when it cannot be written.
         """
         calendar = calendar or TradingCalendar()
         book = await asyncio.to_thread(read_book, config.book_path)
@@ -169,8 +186,8 @@ class SimBroker:
             )
             log.info("created sim venue book %s at %s", config.book_path, start.isoformat())
         broker = cls(config, book, calendar=calendar, monotonic=monotonic, sleep=sleep)
-        async with broker._lock:
-            await broker._save()
+        async with broker._store.lock:
+            await broker._store.save(broker.now())
         return broker
 
     # --- Broker protocol ----------------------------------------------------
@@ -181,7 +198,7 @@ class SimBroker:
 
     @property
     def account_id(self) -> str:
-        return self._book.account_id
+        return self._config.account_id
 
     @property
     def book_path(self) -> str:
@@ -200,19 +217,19 @@ class SimBroker:
     async def connect(self) -> None:
         """Connect and start the market; emit ``Connected`` (``data_lost`` after a drop).
 
-        Raises ``BrokerUnavailable`` while connections are refused, ``BrokerError``
-        when the venue is closed or has failed.
+        Raises ``BrokerUnavailable`` while connections are refused and
+        ``BrokerError`` when the venue is closed or has failed.
         """
         self._check_usable()
         self._check_not_refused()
-        async with self._lock:
+        async with self._store.lock:
             if self._state is _State.CONNECTED:
                 return
             self._state = _State.CONNECTED
             self._channel.push(Connected(data_lost=self._connected_before))
             self._connected_before = True
         if self._pump_task is None:
-            self._pump_task = asyncio.create_task(self._pump(), name="sim-venue-pump")
+            self._pump_task = asyncio.create_task(self._pump.run(), name="sim-venue-pump")
             self._pump_task.add_done_callback(self._pump_done)
         log.info("sim venue %s connected at %s", self.account_id, self.now().isoformat())
 
@@ -225,37 +242,46 @@ class SimBroker:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         if self._state is not _State.FAILED:
-            async with self._lock:
-                await self._save()
+            async with self._store.lock:
+                await self._store.save(self.now())
+        else:
+            await self._store.drain()
         self._state = _State.CLOSED
         self._channel.close()
-        log.info("sim venue %s closed at %s", self.account_id, self._book.market_time.isoformat())
+        log.info("sim venue %s closed at %s", self.account_id, self.now().isoformat())
 
-    async def events(self) -> AsyncIterator[BrokerEvent]:
-        """Yield the venue's events in order until ``close()``; re-raise a pump failure."""
+    async def events(self) -> AsyncGenerator[BrokerEvent, None]:
+        """Yield the venue's events in order until ``close()``; re-raise a pump failure.
+
+        One reader at a time. While the backlog is at ``config.event_buffer`` the
+        market waits for the reader.
+        """
         while (event := await self._channel.get()) is not None:
             yield event
 
     async def subscribe(self, symbols: list[str]) -> None:
         """Ask for bars of ``symbols``; raise ``BrokerError`` for a symbol not listed."""
         self._check_reachable()
-        unknown = sorted(set(symbols) - set(self._book.instruments))
+        unknown = sorted(set(symbols) - set(self._store.book.instruments))
         if unknown:
             raise BrokerError(f"unknown symbols {unknown}")
         self._subscribed.update(symbols)
 
     async def positions(self) -> list[BrokerPosition]:
+        """Return the non-zero positions, by symbol."""
         self._check_reachable()
-        return [self._book.positions[s] for s in sorted(self._book.positions)]
+        positions = self._store.book.positions
+        return [positions[s] for s in sorted(positions)]
 
     async def open_orders(self) -> list[Order]:
+        """Return the open orders in the order they arrived."""
         self._check_reachable()
-        return engine.open_orders(self._book)
+        return engine.open_orders(self._store.book)
 
     async def executions(self, since: datetime) -> list[Execution]:
         """Return every execution with ``ts >= since`` still in the book (see ``retain_days``)."""
         self._check_reachable()
-        return engine.executions_since(self._book, utc(since))
+        return engine.executions_since(self._store.book, utc(since))
 
     async def submit(self, request: OrderRequest) -> Order:
         """Accept an order and return it; a market order fills after the venue's latency.
@@ -263,40 +289,50 @@ class SimBroker:
         Raises ``DuplicateClientOrderId``, ``OrderRejected`` for bad input and
         ``BrokerUnavailable`` when not connected.
         """
-        latency = timedelta(seconds=self._config.latency_ms / 1000.0 * self._config.speed)
         order: Order = await self._change(
-            lambda now: engine.submit(self._book, request, now, latency=latency)
+            lambda book, now: engine.submit(book, request, now, latency=self._latency)
         )
-        self._wake.set()
+        self._pump.wake()
         return order
 
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        """Return the order with ``client_order_id`` (open or not), ``None`` when unknown."""
         self._check_reachable()
-        order_id = self._book.client_ids.get(client_order_id)
-        return None if order_id is None else self._book.orders[order_id]
+        book = self._store.book
+        order_id = book.client_ids.get(client_order_id)
+        return None if order_id is None else book.orders[order_id]
 
     async def cancel(self, order_id: str) -> None:
         """Cancel an open order; raise ``OrderNotFound`` (unknown) or ``OrderRejected`` (filled)."""
-        await self._change(lambda now: (None, engine.cancel(self._book, order_id, now)))
+        await self._change(lambda book, now: (None, engine.cancel(book, order_id, now)))
 
     async def replace(self, order_id: str, *, stop_price: float, qty: float | None = None) -> Order:
-        """Move a resting stop, keeping its ids; return it as it now rests (or filled)."""
+        """Move a resting stop, keeping its ids; return it as it now rests (or filled).
+
+        Raises ``OrderNotFound`` for an unknown id and ``OrderRejected`` when the
+        order is not an open stop or the values are bad.
+        """
         order: Order = await self._change(
-            lambda now: engine.replace_stop(
-                self._book, order_id, now, stop_price=stop_price, qty=qty
+            lambda book, now: engine.replace_stop(
+                book, order_id, now, stop_price=stop_price, qty=qty
             )
         )
         return order
 
     async def history(self, symbol: str, start: datetime, end: datetime) -> list[Bar]:
-        """Regenerate the printed bars of ``symbol`` that open in ``[start, end)``."""
+        """Regenerate the bars of ``symbol`` the venue has printed that open in ``[start, end)``.
+
+        Raises ``BrokerError`` for a symbol the venue does not list.
+        """
         self._check_reachable()
-        instrument = self._book.instruments.get(symbol)
+        instrument = self._store.book.instruments.get(symbol)
         if instrument is None:
             raise BrokerError(f"unknown symbol {symbol!r}")
-        scales = list(instrument.scales)
-        stop = min(utc(end), self._book.next_bar)
-        return await asyncio.to_thread(self._regenerate, symbol, scales, utc(start), stop)
+        frozen = engine.Instrument(
+            symbol=symbol, last=instrument.last, last_raw=1.0, scales=list(instrument.scales)
+        )
+        stop = min(utc(end), self._store.book.next_bar)
+        return await asyncio.to_thread(self._regenerate, frozen, utc(start), stop)
 
     # --- test / ops controls -----------------------------------------------
 
@@ -307,7 +343,7 @@ class SimBroker:
         for an unknown symbol or a bad qty.
         """
         execution: Execution = await self._change(
-            lambda now: engine.manual_trade(self._book, symbol, side, qty, now), control=True
+            lambda book, now: engine.manual_trade(book, symbol, side, qty, now), control=True
         )
         log.info("sim venue: hand trade %s %s %s @ %s", side, qty, symbol, execution.price)
         return execution
@@ -315,10 +351,10 @@ class SimBroker:
     async def hand_close(self, symbol: str, *, cancel_orders: bool = False) -> Execution | None:
         """Test/ops control: close ``symbol``'s position by hand; ``None`` when flat.
 
-        Resting orders stay unless ``cancel_orders`` (as in most broker apps).
+        Its resting orders stay unless ``cancel_orders``.
         """
         execution: Execution | None = await self._change(
-            lambda now: engine.close_position(self._book, symbol, now, cancel_orders=cancel_orders),
+            lambda book, now: engine.close_position(book, symbol, now, cancel_orders=cancel_orders),
             control=True,
         )
         log.info("sim venue: hand close %s -> %s", symbol, execution)
@@ -327,7 +363,7 @@ class SimBroker:
     async def hand_cancel(self, order_id: str) -> None:
         """Test/ops control: cancel an order by hand (e.g. remove a protective stop)."""
         await self._change(
-            lambda now: (None, engine.cancel(self._book, order_id, now)), control=True
+            lambda book, now: (None, engine.cancel(book, order_id, now)), control=True
         )
 
     async def set_price(self, symbol: str, price: float) -> list[Execution]:
@@ -336,9 +372,10 @@ class SimBroker:
         Later bars continue from the new price. Returns the fills it caused.
         """
         fills: list[Execution] = await self._change(
-            lambda now: _with_fills(engine.set_price(self._book, symbol, price, now)),
+            lambda book, now: _with_fills(engine.set_price(book, symbol, price, now)),
             control=True,
         )
+        log.info("sim venue: set %s to %s (%d fills)", symbol, price, len(fills))
         return fills
 
     def refuse_connections(self, seconds: float) -> None:
@@ -356,7 +393,7 @@ class SimBroker:
         Emits ``Disconnected``; requests raise ``BrokerUnavailable`` until ``connect()``,
         which emits ``Connected(data_lost=True)``. The market keeps running.
         """
-        async with self._lock:
+        async with self._store.lock:
             if self._state is not _State.CONNECTED:
                 return
             self._state = _State.DROPPED
@@ -371,7 +408,7 @@ class SimBroker:
     def resume_market(self) -> None:
         """Test/ops control: let market time run again from where it stopped."""
         self._clock.resume()
-        self._wake.set()
+        self._pump.wake()
 
     # --- internals ------------------------------------------------------------
 
@@ -393,53 +430,23 @@ class SimBroker:
             raise BrokerUnavailable(f"sim venue not connected ({self._state.value})")
 
     async def _change(
-        self, mutate: Callable[[datetime], tuple[_T, list[BrokerEvent]]], *, control: bool = False
+        self,
+        mutate: Callable[[engine.Book, datetime], tuple[_T, list[BrokerEvent]]],
+        *,
+        control: bool = False,
     ) -> _T:
-        """Apply one engine change: mutate, save, then publish; roll back on any error."""
-        if control:
-            self._check_usable()
-        else:
-            self._check_reachable()
-        async with self._lock:
-            if control:
-                self._check_usable()
-            else:
-                self._check_reachable()
-            try:
-                result, events = mutate(self.now())
-            except BaseException:
-                self._rollback()
-                raise
-            await self._save()
+        """Apply one engine change: mutate and save under the lock, then publish."""
+        check = self._check_usable if control else self._check_reachable
+        check()
+        async with self._store.lock:
+            check()
+            now = self.now()
+            result, events = await self._store.apply(lambda book: mutate(book, now), now)
             self._publish(events)
         return result
 
-    def _rollback(self) -> None:
-        if self._durable is not None:
-            self._book = decode_book(self._durable, self.book_path)
-
-    async def _save(self) -> None:
-        """Save the whole book (lock held); on failure restore the last saved image."""
-        self._book.market_time = max(self._book.market_time, self.now())
-        data = encode_book(self._book)
-        if self._pending_write is not None:
-            # A write whose caller was cancelled may still be running in its thread.
-            await asyncio.wait({self._pending_write})
-        write = asyncio.ensure_future(asyncio.to_thread(write_book, self._config.book_path, data))
-        write.add_done_callback(_consume_result)
-        self._pending_write = write
-        try:
-            await asyncio.shield(write)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            self._pending_write = None
-            self._rollback()
-            raise
-        self._pending_write = None
-        self._durable = data
-
     def _publish(self, events: list[BrokerEvent]) -> None:
+        """Hand events to the connected client (lock held); without a connection they are lost."""
         if self._state is not _State.CONNECTED:
             return
         for event in events:
@@ -448,85 +455,19 @@ class SimBroker:
             self._channel.push(event)
 
     def _regenerate(
-        self, symbol: str, scales: list[engine.PriceScale], start: datetime, stop: datetime
+        self, instrument: engine.Instrument, start: datetime, stop: datetime
     ) -> list[Bar]:
-        instrument = engine.Instrument(symbol=symbol, last=0.0, last_raw=1.0, scales=scales)
         bars: list[Bar] = []
         ts = self._generator.first_slot_at_or_after(start)
         while ts < stop and len(bars) < _HISTORY_LIMIT:
-            bars.append(self._generator.bar(symbol, ts, engine.scale_at(instrument, ts)))
+            bars.append(self._generator.bar(instrument.symbol, ts, engine.scale_at(instrument, ts)))
             ts = self._generator.next_slot(ts)
         return bars
-
-    # --- the market pump ------------------------------------------------------
-
-    async def _pump(self) -> None:
-        """Print bars and fill due market orders as market time passes; runs until cancelled."""
-        while True:
-            self._wake.clear()
-            await self._channel.writable()
-            async with self._lock:
-                events = self._market_step()
-                if events is not None:
-                    await self._save()
-                    self._publish(events)
-                    continue
-            await self._nap(self._next_deadline())
-
-    def _market_step(self) -> list[BrokerEvent] | None:
-        """Advance the book to market time: up to a few missed bars, else due market orders."""
-        book = self._book
-        now = self.now()
-        bar = timedelta(seconds=book.bar_seconds)
-        events: list[BrokerEvent] = []
-        slots = 0
-        while slots < _CATCH_UP_SLOTS and book.next_bar + bar <= now:
-            day = local_day(self._calendar, book.next_bar)
-            events += engine.advance_bar(
-                book, self._generator, max_fill_qty=self._config.max_fill_qty
-            )
-            slots += 1
-            if local_day(self._calendar, book.next_bar) != day:
-                engine.prune(book, book.next_bar - timedelta(days=self._config.retain_days))
-        if slots:
-            return events
-        due = engine.next_market_due(book)
-        if due is not None and due <= now:
-            return engine.fill_due_market_orders(book, now, max_fill_qty=self._config.max_fill_qty)
-        return None
-
-    def _next_deadline(self) -> float | None:
-        """Return the monotonic reading at which the pump has work again (``None``: paused)."""
-        book = self._book
-        due = book.next_bar + timedelta(seconds=book.bar_seconds)
-        market_due = engine.next_market_due(book)
-        if market_due is not None:
-            due = min(due, market_due)
-        return self._clock.deadline(due)
-
-    async def _nap(self, deadline: float | None) -> None:
-        """Sleep until the monotonic ``deadline`` (forever when ``None``) or a wake-up."""
-        waiters: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
-        if deadline is not None:
-            waiters.add(asyncio.ensure_future(self._sleep_until(deadline)))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-
-    async def _sleep_until(self, deadline: float) -> None:
-        # The remaining time is read when the sleep starts, not when it was planned:
-        # a clock that jumped in between must not make the pump oversleep.
-        await self._sleep(max(0.0, deadline - self._monotonic()))
 
     def _pump_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
-        error = task.exception()
-        if error is None:
-            error = BrokerError("sim venue market pump stopped")
+        error = task.exception() or BrokerError("sim venue market pump stopped")
         log.critical("sim venue market pump failed: %r", error, exc_info=error)
         self._error = error
         self._state = _State.FAILED
@@ -535,9 +476,3 @@ class SimBroker:
 
 def _with_fills(events: list[BrokerEvent]) -> tuple[list[Execution], list[BrokerEvent]]:
     return [e for e in events if isinstance(e, Execution)], events
-
-
-def _consume_result(future: asyncio.Future[None]) -> None:
-    """Mark a write's outcome as seen, also when its caller was cancelled."""
-    if not future.cancelled():
-        future.exception()

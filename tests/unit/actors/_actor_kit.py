@@ -14,7 +14,7 @@ from typing import Any
 
 from actors import model
 from actors.bars import BarRing
-from actors.state import PositionState
+from actors.state import ClosedTrade, Intent, PositionState
 from actors.strategy import Session
 from brokers.base import Bar, BrokerPosition, Execution, Order, OrderStatus, OrderType, Side
 
@@ -24,7 +24,9 @@ DAY = date(2026, 1, 5)  # a Monday
 OPEN = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)  # 09:30 New York
 CLOSE = datetime(2026, 1, 5, 21, 0, tzinfo=UTC)  # 16:00 New York
 SESSION = Session(open=OPEN, close=CLOSE, bar_seconds=60)
+NEXT_DAY = DAY + timedelta(days=1)
 MAX_ATTEMPTS = 2
+PIVOT = 101.0
 
 
 def position_state(**changes: Any) -> PositionState:
@@ -75,6 +77,32 @@ def apply_all(state: PositionState, executions: Iterable[Execution]) -> Position
     for ex in executions:
         state = model.apply_fill(state, ex).state
     return state
+
+
+def enter(
+    state: PositionState,
+    *,
+    pivot: float = PIVOT,
+    side: Side = Side.BUY,
+    qty: float = 100.0,
+    day: date | None = None,
+) -> tuple[PositionState, Intent]:
+    """Begin an entry at ``pivot`` on the state's trading day (or ``day``)."""
+    return model.begin_entry(
+        state,
+        day=state.trading_day if day is None else day,
+        pivot=pivot,
+        side=side,
+        qty=qty,
+        now=OPEN,
+        max_attempts=MAX_ATTEMPTS,
+    )
+
+
+def only_trade(applied: model.Applied) -> ClosedTrade:
+    """Return the one trade ``applied`` closed."""
+    assert len(applied.closed) == 1
+    return applied.closed[0]
 
 
 def long_position(qty: float = 100.0, price: float = 100.0, **changes: Any) -> PositionState:

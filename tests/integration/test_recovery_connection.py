@@ -1,0 +1,170 @@
+"""Recovery when the connection is the problem: down at boot, dropped mid-session, racing.
+
+The venue refuses connections for a span of *its* monotonic time, a virtual
+clock the test advances, so "the broker comes back" happens exactly when the
+test says so. Periodic runs are timed by the trader's wall clock, here a
+virtual clock too, so each run happens when the test advances it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from recovery_kit import (
+    OTHER,
+    STOP_HIT,
+    SYMBOL,
+    Trader,
+    break_out,
+    closed_trades,
+    executions,
+    holding,
+    open_venue,
+    outside,
+    position,
+    print_bars,
+    reports,
+    stops,
+    stored,
+    until,
+    warm_up,
+    write_profile,
+)
+
+from actors.messages import GetState
+from actors.state import ExitReason, Origin
+from brokers.base import Side
+from runtime.actor import Lifecycle
+from runtime.alerts import Severity
+from runtime.clock import VirtualClock
+from runtime.runstate import read_run_state
+
+
+def _run_state(state: Path) -> str:
+    run = read_run_state(state)
+    return run.state if run is not None else "none"
+
+
+async def test_broker_unreachable_at_boot_degrades_then_reconciles_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    entry = await holding(config, state)
+    async with outside(config, state) as venue:
+        (fill,) = await venue.set_price(SYMBOL, STOP_HIT)  # the stop fills while we are down
+    boots = len(reports(state))
+
+    clock = VirtualClock()
+    venue = await open_venue(config, state, clock)
+    venue.refuse_connections(30.0)
+    async with Trader(config, state, venue) as trader:
+        # Degraded: actors restored from the store, suspended, nothing reconciled or sent.
+        assert trader.app.degraded and _run_state(state) == "degraded"
+        degraded = [a for a in trader.alerts if a.kind == "degraded"]
+        assert [a.severity for a in degraded] == [Severity.CRITICAL]
+        assert trader.actor_state().qty == 100.0
+        assert all(a.lifecycle is Lifecycle.SUSPENDED for a in trader.app.actors.values())
+        assert len(reports(state)) == boots, "no recovery without the broker"
+
+        await clock.advance(30.0)  # the broker is back
+        await until(lambda: not trader.app.degraded, "reconnect recovery")
+        assert all(a.lifecycle is Lifecycle.RUNNING for a in trader.app.actors.values())
+        assert await position(venue) == 0.0
+
+    reconnect = reports(state)[-1]
+    assert reconnect["mode"] == "reconnect" and reconnect["broker_reachable"]
+    assert reconnect["replayed_fills"] == 1 and reconnect["zombies"] == []
+    (trade,) = closed_trades(state)
+    assert (trade["exit_reason"], trade["exit_price"]) == (ExitReason.STOP.value, fill.price)
+    assert trade["entry_price"] == entry.price
+    assert stored(state).is_flat
+
+
+async def test_disconnect_mid_session_suspends_reconciles_resumes_and_loses_no_fill(
+    tmp_path: Path,
+) -> None:
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    clock = VirtualClock()
+    venue = await open_venue(config, state, clock)
+    await warm_up(venue, clock)
+    async with Trader(config, state, venue) as trader:
+        entry = await break_out(venue, clock)
+        venue.refuse_connections(10.0)
+        await venue.drop_connection()
+        await until(lambda: trader.app.degraded, "the trader to see the disconnect")
+        assert all(a.lifecycle is Lifecycle.SUSPENDED for a in trader.app.actors.values())
+
+        # While we are cut off the stop fills; its events are lost with the connection.
+        (fill,) = await venue.set_price(SYMBOL, STOP_HIT)
+        assert stored(state).qty == 100.0
+
+        await clock.advance(10.0)
+        await until(lambda: not trader.app.degraded, "reconnect recovery")
+        assert all(a.lifecycle is Lifecycle.RUNNING for a in trader.app.actors.values())
+        reconnect = reports(state)[-1]
+        assert reconnect["mode"] == "reconnect"
+        assert reconnect["replayed_fills"] == 1 and reconnect["zombies"] == []
+        assert fill.exec_id in executions(state), "the fill the stream lost is stored"
+        (trade,) = closed_trades(state)
+        assert (trade["exit_reason"], trade["exit_price"]) == ("stop", fill.price)
+        assert trade["entry_price"] == entry.price
+
+        # Resumed: the next break of the pivot trades (the second attempt of the day).
+        await print_bars(venue, clock, 1)
+        await break_out(venue, clock)
+        assert await position(venue) == 100.0 and len(await stops(venue)) == 1
+    alerts = [(a.kind, a.severity) for a in trader.alerts if a.kind == "degraded"]
+    assert alerts == [("degraded", Severity.CRITICAL), ("degraded", Severity.INFO)]
+
+
+async def test_a_racing_fill_is_not_healed_by_a_periodic_run(tmp_path: Path) -> None:
+    _, config = write_profile(tmp_path, periodic_s=60.0)
+    state = tmp_path / "state"
+    wall = VirtualClock()
+    clock = VirtualClock()
+    venue = await open_venue(config, state, clock, gated=True)
+    gate = venue.gate  # type: ignore[attr-defined]
+    await warm_up(venue, clock)
+    async with Trader(config, state, venue, wall=wall) as trader:
+        await break_out(venue, clock)
+        runs = len(reports(state))
+
+        async def periodic() -> dict[str, Any]:
+            nonlocal runs
+            await wall.advance(60.0)
+            await until(lambda: len(reports(state)) > runs, "a periodic run")
+            runs = len(reports(state))
+            report = reports(state)[-1]
+            assert report["mode"] == "periodic"
+            return report
+
+        # A hand sell whose events are still on their way when the periodic run looks.
+        gate.clear()
+        hand = await venue.hand_trade(SYMBOL, Side.SELL, 40.0)
+        first = await periodic()
+        assert first["drifts"] == [] and first["critical_issues"] == []
+        assert [(a["symbol"], a["action"]) for a in first["actions"]] == [(SYMBOL, "pending")]
+        assert trader.actor_state().qty == 100.0, "not overridden on one sighting"
+
+        gate.set()  # the stream catches up: the fill applies as a fill
+        await until(lambda: hand.exec_id in executions(state), "the streamed fill stored")
+        second = await periodic()
+        assert second["drifts"] == second["actions"] == second["unprotected"] == []
+        await trader.app.actors[SYMBOL].ask(GetState())
+        assert trader.actor_state().qty == await position(venue) == 60.0, "counted once"
+        assert [o.qty for o in await stops(venue)] == [60.0]
+
+        # A discrepancy that stays (its events held up for good) is healed on the second run.
+        gate.clear()
+        await venue.hand_trade(SYMBOL, Side.SELL, 10.0)
+        third = await periodic()
+        assert [a["action"] for a in third["actions"]] == ["pending"]
+        assert third["drifts"] == []
+        fourth = await periodic()
+        assert [(d["local_qty"], d["broker_qty"]) for d in fourth["drifts"]] == [(60.0, 50.0)]
+        assert trader.actor_state().qty == 50.0
+        assert [o.qty for o in await stops(venue)] == [50.0]
+        gate.set()

@@ -1,0 +1,167 @@
+"""What boot recovery finds after the broker moved while the trader was down.
+
+Each test trades a first session on the sim venue (an entry with its stop),
+stops the trader, changes the venue's book by hand as a human in the broker's
+app would (close, trade, cancel), and starts a new trader on the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_recovery_crash import crash_in
+
+from recovery_kit import (
+    OTHER,
+    SYMBOL,
+    Trader,
+    closed_trades,
+    executions,
+    holding,
+    open_venue,
+    outside,
+    position,
+    reports,
+    stops,
+    stored,
+    until,
+    write_profile,
+)
+
+from actors.state import ExitReason, Mode, Origin
+from brokers.base import Side
+from brokers.sim import read_book
+from runtime.alerts import Severity
+from runtime.clock import VirtualClock
+
+
+async def test_zombie_closed_by_hand_while_down_is_closed_externally(tmp_path: Path) -> None:
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    entry = await holding(config, state)
+    async with outside(config, state) as venue:
+        close = await venue.hand_close(SYMBOL)  # resting orders stay, as in most broker apps
+    assert close is not None
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue) as trader:
+        leftover = await venue.open_orders()
+        assert await position(venue) == 0.0
+
+    (trade,) = closed_trades(state)
+    assert trade["exit_reason"] == ExitReason.CLOSED_EXTERNALLY.value
+    assert trade["exit_price"] == close.price, "the last known execution"
+    assert trade["realized_pnl"] == pytest.approx((close.price - entry.price) * 100.0)
+    assert stored(state).is_flat
+    assert leftover == [], "our stop, left resting at the venue, is canceled"
+    assert [a.symbol for a in trader.alerts if a.kind == "zombie"] == [SYMBOL]
+    boot = reports(state)[-1]
+    assert boot["zombies"] == [SYMBOL]
+    assert boot["replayed_fills"] == 0, "a hand trade is not one of our fills"
+    assert close.exec_id in executions(state), "every execution of the account is stored"
+
+
+@pytest.mark.parametrize("policy", ["adopt", "manage", "flatten"])
+async def test_orphan_traded_by_hand_while_down_is_adopted_by_policy(
+    tmp_path: Path, policy: str
+) -> None:
+    _, config = write_profile(tmp_path, orphan_policy=policy)
+    state = tmp_path / "state"
+    await holding(config, state)
+    async with outside(config, state) as venue:
+        hand = await venue.hand_trade(OTHER, Side.BUY, 30.0)
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue) as trader:
+        if policy == "flatten":
+            await until(lambda: stored(state, OTHER).is_flat, "the orphan flattened")
+        held = await position(venue, OTHER)
+        orders = [o for o in await venue.open_orders() if o.symbol == OTHER]
+    after = stored(state, OTHER)
+
+    boot = reports(state)[-1]
+    assert boot["orphans"] == [OTHER]
+    assert f"orphan {OTHER}" in boot["critical_issues"]
+    orphan_alerts = [a for a in trader.alerts if a.kind == "orphan"]
+    assert [(a.symbol, a.severity) for a in orphan_alerts] == [(OTHER, Severity.CRITICAL)]
+    assert hand.exec_id in executions(state)
+    assert orders == [], "no stop is invented for a position we know nothing about"
+    if policy == "flatten":
+        assert held == 0.0
+        (trade,) = [t for t in closed_trades(state) if t["symbol"] == OTHER]
+        assert trade["exit_reason"] == ExitReason.FLATTEN.value
+        assert trade["qty"] == 30.0
+        assert any(a["action"] == "flatten" for a in boot["actions"])
+    else:
+        assert held == after.qty == 30.0
+        assert after.avg_price == hand.price
+        assert after.origin is Origin.RECOVERED
+        assert after.mode is (Mode.WATCH if policy == "adopt" else Mode.MANAGED)
+        assert boot["unprotected"] == [OTHER]
+    assert stored(state).qty == 100.0, "the other position is untouched"
+
+
+async def test_drift_from_a_partial_hand_sell_lets_the_broker_quantity_win(
+    tmp_path: Path,
+) -> None:
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    entry = await holding(config, state)
+    async with outside(config, state) as venue:
+        await venue.hand_trade(SYMBOL, Side.SELL, 40.0)
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue) as trader:
+        resting = await stops(venue)
+    after = stored(state)
+
+    boot = reports(state)[-1]
+    assert boot["drifts"] == [
+        {
+            "symbol": SYMBOL,
+            "local_qty": 100.0,
+            "broker_qty": 60.0,
+            "local_avg": entry.price,
+            "broker_avg": entry.price,
+        }
+    ]
+    assert after.qty == 60.0 and after.avg_price == entry.price
+    assert [a.symbol for a in trader.alerts if a.kind == "drift"] == [SYMBOL]
+    assert len(resting) == 1 and resting[0].qty == 60.0, "the stop covers what is held"
+    assert after.stop is not None and after.stop.qty == 60.0
+
+
+async def test_unprotected_stop_is_restored_once_not_twice_across_two_restarts(
+    tmp_path: Path,
+) -> None:
+    profile, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    async with outside(config, state) as venue:
+        (stop,) = await stops(venue)
+        await venue.hand_cancel(stop.order_id)
+    stop_price = stop.stop_price
+
+    # First restart: restores the stop, then dies by SIGKILL before anything else.
+    await crash_in("boot", state, profile)
+    first = reports(state)[-1]
+    assert first["unprotected"] == [SYMBOL]
+    assert any(a["action"] == "stop" and "restored" in a["detail"] for a in first["actions"])
+    assert first["critical_issues"] == [], "restored: nothing left for the operator"
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue) as trader:
+        resting = await stops(venue)
+    second = reports(state)[-1]
+
+    assert second["unprotected"] == [] and second["actions"] == []
+    assert not [a for a in trader.alerts if a.kind == "unprotected"]
+    assert len(resting) == 1 and resting[0].stop_price == stop_price
+    assert resting[0].qty == 100.0
+    book = read_book(state / "sim-venue.book")
+    assert book is not None
+    placed = [o for o in book.orders.values() if o.symbol == SYMBOL and o.type.value == "stop"]
+    assert len(placed) == 2, "the original stop and one restore"
+    after = stored(state)
+    assert after.stop is not None and after.stop.order_id == resting[0].order_id

@@ -1,0 +1,323 @@
+"""Write-ahead intents in the pure position model: ids, attempts, entries, the day."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+
+import msgspec
+import pytest
+from _actor_kit import (
+    ACCOUNT,
+    DAY,
+    MAX_ATTEMPTS,
+    NEXT_DAY,
+    OPEN,
+    PIVOT,
+    SYMBOL,
+    apply_all,
+    buy,
+    enter,
+    long_position,
+    position_state,
+    sell,
+    short_position,
+)
+
+from actors import model
+from actors.state import (
+    IntentKind,
+    Mode,
+    PositionState,
+    StopOrder,
+    attempt_key,
+)
+from brokers.base import OrderType, Side
+
+# -- client order ids and intents ---------------------------------------------------------
+
+
+def test_client_order_ids_are_deterministic_and_name_their_parts() -> None:
+    cid = model.client_order_id(ACCOUNT, SYMBOL, DAY, 2, "entry")
+
+    assert cid == model.client_order_id(ACCOUNT, SYMBOL, DAY, 2, "entry")
+    assert cid.startswith("sw-")
+    assert cid.endswith(f"-{SYMBOL}-260105-2-entry")
+    assert ACCOUNT not in cid  # the account is hashed, not printed
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ("PA-OTHER", SYMBOL, DAY, 1, "entry"),
+        (ACCOUNT, "MSFT", DAY, 1, "entry"),
+        (ACCOUNT, SYMBOL, NEXT_DAY, 1, "entry"),
+        (ACCOUNT, SYMBOL, DAY, 2, "entry"),
+        (ACCOUNT, SYMBOL, DAY, 1, "exit1"),
+    ],
+)
+def test_client_order_ids_differ_in_every_part(other: tuple[str, str, date, int, str]) -> None:
+    assert model.client_order_id(*other) != model.client_order_id(ACCOUNT, SYMBOL, DAY, 1, "entry")
+
+
+def test_an_entry_records_its_intent_and_counts_the_attempt() -> None:
+    state = position_state()
+
+    new, intent = enter(state, pivot=PIVOT, side=Side.BUY, qty=50)
+
+    assert intent.client_order_id == model.client_order_id(ACCOUNT, SYMBOL, DAY, 1, "entry")
+    assert (intent.kind, intent.side, intent.qty, intent.order_type) == (
+        IntentKind.ENTRY,
+        Side.BUY,
+        50,
+        OrderType.MARKET,
+    )
+    assert new.intents == (intent,)
+    assert new.attempts == {attempt_key(DAY, PIVOT, Side.BUY): 1}
+    assert (new.entries_today, new.pivot, new.seq) == (1, PIVOT, state.seq + 1)
+
+
+def test_the_same_decision_after_a_crash_gives_the_same_client_order_id() -> None:
+    state = position_state()
+    stored = msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=PositionState)
+
+    first = enter(state)
+    after_crash = enter(stored)
+
+    assert first == after_crash
+
+
+def test_no_entry_while_a_position_is_open() -> None:
+    with pytest.raises(model.EntryRefused, match="already open"):
+        enter(long_position())
+    with pytest.raises(model.EntryRefused, match="already open"):
+        enter(short_position())
+
+
+def test_no_entry_while_an_entry_is_in_flight() -> None:
+    state, _ = enter(position_state(), side=Side.BUY)
+
+    with pytest.raises(model.EntryRefused, match="in flight"):
+        enter(state, side=Side.SELL, pivot=99.0)
+
+
+def test_no_automated_entry_in_watch_mode() -> None:
+    with pytest.raises(model.EntryRefused, match="watch"):
+        enter(position_state(mode=Mode.WATCH))
+
+
+def test_attempts_count_at_intent_time_and_survive_rejections() -> None:
+    state = position_state()
+    for number in range(1, MAX_ATTEMPTS + 1):
+        state, intent = enter(state)
+        assert state.attempts_for(DAY, PIVOT, Side.BUY) == number
+        state = model.resolve_intent(state, intent.client_order_id, done=True)  # rejected
+        assert state.attempts_for(DAY, PIVOT, Side.BUY) == number
+
+    with pytest.raises(model.EntryRefused, match="attempts"):
+        enter(state)
+
+
+def test_attempts_are_counted_per_pivot_and_side() -> None:
+    state = position_state(
+        attempts={attempt_key(DAY, PIVOT, Side.BUY): MAX_ATTEMPTS},
+    )
+
+    other_side, _ = enter(state, side=Side.SELL)
+    other_pivot, _ = enter(state, pivot=PIVOT + 1)
+
+    assert other_side.attempts_for(DAY, PIVOT, Side.SELL) == 1
+    assert other_pivot.attempts_for(DAY, PIVOT + 1, Side.BUY) == 1
+    with pytest.raises(model.EntryRefused):
+        enter(state)
+
+
+def test_every_entry_of_a_day_gets_its_own_client_order_id() -> None:
+    state, first = enter(position_state(), pivot=PIVOT)
+    state = model.resolve_intent(state, first.client_order_id, done=True)
+
+    _, second = enter(state, pivot=99.0, side=Side.SELL)
+
+    assert first.client_order_id != second.client_order_id
+    assert second.client_order_id.endswith("-2-entry")
+
+
+def test_an_entry_on_a_new_trading_day_rolls_the_day_first() -> None:
+    state = position_state(attempts={attempt_key(DAY, PIVOT, Side.BUY): MAX_ATTEMPTS})
+
+    new, intent = enter(state, day=NEXT_DAY)
+
+    assert new.trading_day == NEXT_DAY
+    assert new.attempts == {attempt_key(NEXT_DAY, PIVOT, Side.BUY): 1}
+    assert intent.client_order_id == model.client_order_id(ACCOUNT, SYMBOL, NEXT_DAY, 1, "entry")
+
+
+def test_an_entry_for_a_past_trading_day_is_refused() -> None:
+    with pytest.raises(model.BadInput, match="before the trading day"):
+        enter(position_state(trading_day=NEXT_DAY), day=DAY)
+
+
+@pytest.mark.parametrize(
+    ("qty", "pivot", "order_type", "price"),
+    [
+        (math.nan, PIVOT, OrderType.MARKET, None),
+        (0.0, PIVOT, OrderType.MARKET, None),
+        (10.0, -1.0, OrderType.MARKET, None),
+        (10.0, math.inf, OrderType.MARKET, None),
+        (10.0, PIVOT, OrderType.LIMIT, None),
+        (10.0, PIVOT, OrderType.LIMIT, math.nan),
+    ],
+)
+def test_an_entry_with_impossible_numbers_is_refused(
+    qty: float, pivot: float, order_type: OrderType, price: float | None
+) -> None:
+    with pytest.raises(model.BadInput):
+        model.begin_entry(
+            position_state(),
+            day=DAY,
+            pivot=pivot,
+            side=Side.BUY,
+            qty=qty,
+            now=OPEN,
+            max_attempts=MAX_ATTEMPTS,
+            order_type=order_type,
+            price=price,
+        )
+
+
+def test_an_order_intent_gets_a_deterministic_id_from_its_tag() -> None:
+    state = long_position()
+
+    new, intent = model.begin_order(
+        state, kind=IntentKind.EXIT, side=Side.SELL, qty=100, now=OPEN, tag="exit1", reason="eod"
+    )
+
+    assert intent.client_order_id == model.client_order_id(ACCOUNT, SYMBOL, DAY, 0, "exit1")
+    assert (intent.kind, intent.reason) == (IntentKind.EXIT, "eod")
+    assert new.intents == (intent,)
+    assert new.seq == state.seq + 1
+
+
+def test_an_order_with_the_id_of_one_in_flight_is_refused() -> None:
+    state, _ = model.begin_order(
+        long_position(), kind=IntentKind.EXIT, side=Side.SELL, qty=100, now=OPEN, tag="exit1"
+    )
+
+    with pytest.raises(model.EntryRefused, match="already exists"):
+        model.begin_order(
+            state, kind=IntentKind.EXIT, side=Side.SELL, qty=100, now=OPEN, tag="exit1"
+        )
+
+
+@pytest.mark.parametrize(
+    ("kind", "qty", "order_type", "price"),
+    [
+        (IntentKind.ENTRY, 10.0, OrderType.MARKET, None),
+        (IntentKind.EXIT, math.inf, OrderType.MARKET, None),
+        (IntentKind.EXIT, -5.0, OrderType.MARKET, None),
+        (IntentKind.STOP, 10.0, OrderType.STOP, None),
+        (IntentKind.STOP, 10.0, OrderType.STOP, 0.0),
+    ],
+)
+def test_an_order_with_impossible_inputs_is_refused(
+    kind: IntentKind, qty: float, order_type: OrderType, price: float | None
+) -> None:
+    with pytest.raises(model.BadInput):
+        model.begin_order(
+            long_position(),
+            kind=kind,
+            side=Side.SELL,
+            qty=qty,
+            now=OPEN,
+            tag="x",
+            order_type=order_type,
+            price=price,
+        )
+
+
+def test_resolving_an_intent_attaches_the_broker_order_id_and_arms_its_stop() -> None:
+    state, intent = model.begin_order(
+        long_position(),
+        kind=IntentKind.STOP,
+        side=Side.SELL,
+        qty=100,
+        now=OPEN,
+        tag="stop1",
+        order_type=OrderType.STOP,
+        price=95.0,
+    )
+    stop = StopOrder(client_order_id=intent.client_order_id, side=Side.SELL, price=95.0, qty=100)
+    state = model.set_stop(state, stop)
+
+    new = model.resolve_intent(state, intent.client_order_id, order_id="B7")
+
+    resolved = new.intent(intent.client_order_id)
+    assert resolved is not None
+    assert resolved.order_id == "B7"
+    assert new.stop == msgspec.structs.replace(stop, order_id="B7", status="live")
+    assert model.resolve_intent(new, intent.client_order_id, order_id="B7") is new
+
+
+def test_resolving_an_intent_as_done_drops_it() -> None:
+    state, intent = enter(position_state())
+
+    new = model.resolve_intent(state, intent.client_order_id, done=True)
+
+    assert new.intents == ()
+    assert new.seq == state.seq + 1
+
+
+def test_resolving_an_unknown_intent_changes_nothing() -> None:
+    state = position_state()
+
+    assert model.resolve_intent(state, "nope", done=True) is state
+    assert model.resolve_intent(state, "nope", order_id="B1") is state
+
+
+def test_set_stop_records_valid_stops_only() -> None:
+    state = long_position()
+    stop = StopOrder(client_order_id="s", side=Side.SELL, price=95.0, qty=100)
+
+    new = model.set_stop(state, stop)
+
+    assert new.stop == stop
+    assert new.seq == state.seq + 1
+    assert model.set_stop(new, stop) is new
+    assert model.set_stop(new, None).stop is None
+    for bad in (
+        msgspec.structs.replace(stop, price=math.nan),
+        msgspec.structs.replace(stop, qty=0.0),
+    ):
+        with pytest.raises(model.BadInput):
+            model.set_stop(state, bad)
+
+
+# -- day rollover ---------------------------------------------------------------------------
+
+
+def test_a_new_trading_day_resets_the_day_but_never_the_position() -> None:
+    state, intent = enter(position_state())
+    state = apply_all(state, [buy("e1", 100, 102.0, client_order_id=intent.client_order_id)])
+    state = apply_all(state, [sell("e2", 40, 104.0)])
+    state = msgspec.structs.replace(
+        state,
+        trades_today=3,
+        attempts={**state.attempts, attempt_key(NEXT_DAY, 99.0, Side.SELL): 1},
+    )
+
+    new = model.roll_day(state, NEXT_DAY)
+
+    assert new.trading_day == NEXT_DAY
+    assert new.attempts == {attempt_key(NEXT_DAY, 99.0, Side.SELL): 1}
+    assert (new.realized_pnl_today, new.trades_today, new.entries_today) == (0.0, 0, 0)
+    kept = ("qty", "avg_price", "opened_at", "entries", "exits", "partials", "trade_realized")
+    for name in kept:
+        assert getattr(new, name) == getattr(state, name), name
+    assert new.seq == state.seq + 1
+
+
+@pytest.mark.parametrize("day", [DAY, DAY - timedelta(days=1)])
+def test_the_same_or_an_earlier_day_changes_nothing(day: date) -> None:
+    state = position_state(attempts={attempt_key(DAY, PIVOT, Side.BUY): 1})
+
+    assert model.roll_day(state, day) is state

@@ -1,0 +1,190 @@
+"""Bars, levels and broker truth in the pure position model: overrides, zombies, orphans."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import pytest
+from _actor_kit import (
+    DAY,
+    SYMBOL,
+    apply_all,
+    at,
+    bar,
+    buy,
+    long_position,
+    only_trade,
+    position_state,
+    sell,
+)
+
+from actors import model
+from actors.state import (
+    ExitReason,
+    Mode,
+    Origin,
+)
+
+# -- bars, levels, broker overrides ---------------------------------------------------------
+
+
+def test_bars_track_the_extremes_of_an_open_trade() -> None:
+    state = long_position(10, 100.0)
+
+    new = model.mark_bar(state, bar(1, 101.0, high=103.0, low=98.0))
+
+    assert (new.last_price, new.trade_high, new.trade_low) == (101.0, 103.0, 98.0)
+    assert new.seq == state.seq + 1
+    assert model.mark_bar(new, bar(2, 101.0, high=102.0, low=99.0)) is new
+
+
+def test_bars_while_flat_keep_the_last_price_only() -> None:
+    new = model.mark_bar(position_state(), bar(1, 101.0, high=103.0, low=98.0))
+
+    assert (new.last_price, new.trade_high, new.trade_low) == (101.0, None, None)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"close": math.nan},
+        {"open": 0.0},
+        {"high": math.inf},
+        {"low": -1.0},
+        {"high": 99.0, "low": 101.0},
+        {"volume": -1.0},
+        {"volume": math.nan},
+    ],
+)
+def test_an_impossible_bar_is_refused(changes: dict[str, float]) -> None:
+    bad = msgspec.structs.replace(bar(1, 100.0), **changes)
+
+    with pytest.raises(model.BadInput):
+        model.mark_bar(long_position(), bad)
+
+
+def test_a_bar_of_another_symbol_is_refused() -> None:
+    with pytest.raises(model.WrongSymbol):
+        model.mark_bar(position_state(), bar(1, 100.0, symbol="MSFT"))
+
+
+def test_levels_are_recorded_for_their_day_and_validated() -> None:
+    levels = {"resistance": 101.0, "support": 99.0}
+
+    new = model.set_levels(position_state(), DAY, levels)
+
+    assert (new.levels, new.levels_day) == (levels, DAY)
+    assert model.set_levels(new, DAY, dict(levels)) is new
+    with pytest.raises(model.BadInput):
+        model.set_levels(new, DAY, {"resistance": math.nan})
+
+
+def test_the_broker_overrides_quantity_and_average_price() -> None:
+    state = long_position(100, 10.0)
+
+    new = model.override_quantity(state, 80, 10.25)
+
+    assert (new.qty, new.avg_price, new.seq) == (80, 10.25, state.seq + 1)
+    assert model.override_quantity(new, 80, 10.25) is new
+
+
+@pytest.mark.parametrize(("qty", "avg"), [(0.0, 10.0), (math.nan, 10.0), (50.0, math.nan)])
+def test_an_override_that_cannot_be_real_is_refused(qty: float, avg: float) -> None:
+    with pytest.raises(model.BadInput):
+        model.override_quantity(long_position(), qty, avg)
+
+
+# -- zombies and orphans --------------------------------------------------------------------
+
+
+def test_a_zombie_closes_as_closed_externally_with_its_trade() -> None:
+    state = apply_all(long_position(100, 10.0), [sell("e2", 50, 12.0)])
+
+    new, trade = model.close_externally(state, at(60), 9.0)
+
+    assert trade is not None
+    assert trade.exit_reason == ExitReason.CLOSED_EXTERNALLY.value
+    assert (trade.qty, trade.exit_at, trade.exit_price) == (100, at(60), 10.5)
+    assert trade.realized_pnl == pytest.approx(100.0 - 50.0)
+    assert (trade.mae, trade.mfe) == (1.0, 2.0)
+    assert new.is_flat
+    assert new.intents == ()
+    assert new.trades_today == 1
+    assert new.realized_pnl_today == pytest.approx(50.0)
+
+
+def test_a_zombie_without_an_exit_price_records_what_is_known() -> None:
+    state = apply_all(long_position(100, 10.0), [sell("e2", 50, 12.0)])
+
+    new, trade = model.close_externally(state, at(60), None)
+
+    assert trade is not None
+    assert (trade.exit_price, trade.qty) == (None, 100)
+    assert trade.realized_pnl == pytest.approx(100.0)
+    assert new.realized_pnl_today == pytest.approx(100.0)
+
+
+def test_closing_a_flat_state_externally_changes_nothing() -> None:
+    state = position_state()
+
+    assert model.close_externally(state, at(1), 10.0) == (state, None)
+
+
+def test_a_zombie_exit_price_that_cannot_be_real_is_refused() -> None:
+    with pytest.raises(model.BadInput):
+        model.close_externally(long_position(), at(1), math.nan)
+
+
+def test_an_orphan_is_adopted_as_recovered() -> None:
+    state = position_state()
+
+    new = model.adopt(state, -30, 55.0, at(2), Mode.WATCH)
+
+    assert (new.qty, new.avg_price, new.opened_at) == (-30, 55.0, at(2))
+    assert (new.origin, new.mode) == (Origin.RECOVERED, Mode.WATCH)
+    assert (new.trade_high, new.trade_low) == (55.0, 55.0)
+
+
+@pytest.mark.parametrize(("qty", "avg"), [(0.0, 10.0), (math.inf, 10.0), (10.0, 0.0)])
+def test_an_orphan_that_cannot_be_real_is_refused(qty: float, avg: float) -> None:
+    with pytest.raises(model.BadInput):
+        model.adopt(position_state(), qty, avg, at(1), Mode.WATCH)
+
+
+def test_an_adopted_trade_is_recorded_whole_and_hands_the_symbol_back() -> None:
+    state = model.adopt(position_state(), 100, 10.0, at(2), Mode.WATCH)
+    state = apply_all(state, [sell("e1", 40, 11.0)])
+
+    applied = model.apply_fill(state, sell("e2", 60, 12.0))
+
+    trade = only_trade(applied)
+    assert (trade.qty, trade.strategy) == (100, model.RECOVERED_STRATEGY)
+    assert trade.realized_pnl == pytest.approx(160.0)
+    assert (applied.state.origin, applied.state.mode) == (Origin.STRATEGY, Mode.MANAGED)
+    assert applied.state.strategy == "pivot_breakout"
+    assert model.apply_fill(applied.state, buy("e3", 1, 12.0)).state.strategy == "pivot_breakout"
+
+
+def test_a_strategy_position_in_watch_mode_stays_in_watch_mode_when_closed() -> None:
+    state = long_position(mode=Mode.WATCH)
+
+    new = model.apply_fill(state, sell("e2", 100, 100.0)).state
+
+    assert new.mode is Mode.WATCH
+
+
+def test_a_hand_trade_adopted_after_its_fill_keeps_that_fill() -> None:
+    # The actor adopts a position that a fill of an unknown order just opened.
+    opened = model.apply_fill(position_state(), buy("hand1", 30, 20.0)).state
+    state = model.adopt(opened, opened.qty, opened.avg_price, opened.opened_at or at(0), Mode.WATCH)
+
+    trade = only_trade(model.apply_fill(state, sell("hand2", 30, 21.0)))
+
+    assert [f.exec_id for f in state.entries] == ["hand1"]
+    assert (trade.trade_id, trade.qty, trade.strategy) == (
+        f"{SYMBOL}-hand1",
+        30,
+        model.RECOVERED_STRATEGY,
+    )
+    assert trade.realized_pnl == pytest.approx(30.0)
