@@ -295,7 +295,7 @@ class PositionActor(Actor[PositionMsg]):
                 await self.desk.place(
                     IntentKind.PARTIAL,
                     qty,
-                    tag=f"partial{len(self.state.partials) + 1}",
+                    tag=f"partial{self.state.seq}",
                     reason=reason,
                 )
             case MoveStop(price=price, qty=qty):
@@ -329,8 +329,9 @@ class PositionActor(Actor[PositionMsg]):
             return
         if not await self.desk.cancel_stop():
             return  # the stop may have filled: its fill decides, not a second exit
-        n = len(self.state.exits) + 1
-        await self.desk.place(IntentKind.EXIT, abs(self.state.qty), tag=f"exit{n}", reason=reason)
+        # seq is durable with the intent, so the same decision after a crash reuses the id
+        tag = f"exit{self.state.seq}"
+        await self.desk.place(IntentKind.EXIT, abs(self.state.qty), tag=tag, reason=reason)
 
     # -- fills and orders ----------------------------------------------------------
 

@@ -16,6 +16,7 @@ import functools
 import hashlib
 import math
 import random
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
@@ -210,3 +211,20 @@ class BarGenerator:
             close=round_price(raw.close * price_scale),
             volume=raw.volume,
         )
+
+    def bars_between(
+        self,
+        symbol: str,
+        start: datetime,
+        stop: datetime,
+        scale_of: Callable[[datetime], float],
+        *,
+        limit: int,
+    ) -> list[Bar]:
+        """Return up to ``limit`` bars opening in ``[start, stop)``, scaled by ``scale_of(ts)``."""
+        bars: list[Bar] = []
+        ts = self.first_slot_at_or_after(start)
+        while ts < stop and len(bars) < limit:
+            bars.append(self.bar(symbol, ts, scale_of(ts)))
+            ts = self.next_slot(ts)
+        return bars

@@ -110,7 +110,23 @@ class MarketClock:
             ts = advance(self._calendar, self._anchor, elapsed)
             if ts > self._last:
                 self._last = ts
+            self._reanchor(ts)
         return self._last
+
+    def _reanchor(self, ts: datetime) -> None:
+        """Move the anchor to the open of ``ts``'s day, on the same time line.
+
+        Keeps ``now()`` and ``deadline()`` from walking every session since the
+        clock was created; the shift is exact up to float error far below the
+        microsecond rounding.
+        """
+        day = local_day(self._calendar, ts)
+        if day == local_day(self._calendar, self._anchor):
+            return
+        day_open = self._calendar.open_of(day)
+        passed = regular_seconds_between(self._calendar, self._anchor, day_open)
+        self._anchor_mono += passed / self._speed
+        self._anchor = day_open
 
     def pause(self) -> None:
         """Freeze market time until ``resume()``."""

@@ -25,9 +25,8 @@ the client catches up with ``executions()``, ``positions()`` and ``history()``.
 from __future__ import annotations
 
 import asyncio
-import enum
+import functools
 import logging
-import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -38,9 +37,7 @@ from brokers.base import (
     BrokerError,
     BrokerEvent,
     BrokerPosition,
-    BrokerUnavailable,
     Capabilities,
-    Connected,
     Disconnected,
     Execution,
     Order,
@@ -52,6 +49,7 @@ from brokers.sim.bars import BarGenerator
 from brokers.sim.book import BookError, read_book
 from brokers.sim.channel import EventChannel
 from brokers.sim.config import SimConfig
+from brokers.sim.connection import Link, LinkState
 from brokers.sim.market import MarketClock, session_floor
 from brokers.sim.pump import MarketPump
 from brokers.sim.store import DurableBook
@@ -65,14 +63,6 @@ _HISTORY_LIMIT = 100_000
 
 Sleep = Callable[[float], Awaitable[None]]
 _T = TypeVar("_T")
-
-
-class _State(enum.Enum):
-    IDLE = "idle"
-    CONNECTED = "connected"
-    DROPPED = "dropped"
-    FAILED = "failed"
-    CLOSED = "closed"
 
 
 class SimBroker:
@@ -131,7 +121,6 @@ class SimBroker:
         self._clock = MarketClock(
             self._calendar, book.market_time, speed=config.speed, monotonic=monotonic
         )
-        self._monotonic = monotonic
         self._channel = EventChannel(config.event_buffer)
         self._pump = MarketPump(
             store=self._store,
@@ -146,11 +135,8 @@ class SimBroker:
             sleep=sleep,
         )
         self._latency = timedelta(seconds=config.latency_ms / 1000.0 * config.speed)
-        self._state = _State.IDLE
-        self._error: BaseException | None = None
+        self._link = Link(monotonic)
         self._pump_task: asyncio.Task[None] | None = None
-        self._connected_before = False
-        self._refuse_until = -math.inf
         self._subscribed: set[str] = set()
 
     @classmethod
@@ -220,14 +206,11 @@ class SimBroker:
         Raises ``BrokerUnavailable`` while connections are refused and
         ``BrokerError`` when the venue is closed or has failed.
         """
-        self._check_usable()
-        self._check_not_refused()
         async with self._store.lock:
-            if self._state is _State.CONNECTED:
+            connected = self._link.connect()
+            if connected is None:
                 return
-            self._state = _State.CONNECTED
-            self._channel.push(Connected(data_lost=self._connected_before))
-            self._connected_before = True
+            self._channel.push(connected)
         if self._pump_task is None:
             self._pump_task = asyncio.create_task(self._pump.run(), name="sim-venue-pump")
             self._pump_task.add_done_callback(self._pump_done)
@@ -235,18 +218,18 @@ class SimBroker:
 
     async def close(self) -> None:
         """Stop the market, save the book with the market time, end ``events()``."""
-        if self._state is _State.CLOSED:
+        if self._link.state is LinkState.CLOSED:
             return
         task, self._pump_task = self._pump_task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        if self._state is not _State.FAILED:
+        if self._link.state is LinkState.FAILED:
+            await self._store.drain()
+        else:
             async with self._store.lock:
                 await self._store.save(self.now())
-        else:
-            await self._store.drain()
-        self._state = _State.CLOSED
+        self._link.close()
         self._channel.close()
         log.info("sim venue %s closed at %s", self.account_id, self.now().isoformat())
 
@@ -261,7 +244,7 @@ class SimBroker:
 
     async def subscribe(self, symbols: list[str]) -> None:
         """Ask for bars of ``symbols``; raise ``BrokerError`` for a symbol not listed."""
-        self._check_reachable()
+        self._link.check_reachable()
         unknown = sorted(set(symbols) - set(self._store.book.instruments))
         if unknown:
             raise BrokerError(f"unknown symbols {unknown}")
@@ -269,18 +252,18 @@ class SimBroker:
 
     async def positions(self) -> list[BrokerPosition]:
         """Return the non-zero positions, by symbol."""
-        self._check_reachable()
+        self._link.check_reachable()
         positions = self._store.book.positions
         return [positions[s] for s in sorted(positions)]
 
     async def open_orders(self) -> list[Order]:
         """Return the open orders in the order they arrived."""
-        self._check_reachable()
+        self._link.check_reachable()
         return engine.open_orders(self._store.book)
 
     async def executions(self, since: datetime) -> list[Execution]:
         """Return every execution with ``ts >= since`` still in the book (see ``retain_days``)."""
-        self._check_reachable()
+        self._link.check_reachable()
         return engine.executions_since(self._store.book, utc(since))
 
     async def submit(self, request: OrderRequest) -> Order:
@@ -297,7 +280,7 @@ class SimBroker:
 
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
         """Return the order with ``client_order_id`` (open or not), ``None`` when unknown."""
-        self._check_reachable()
+        self._link.check_reachable()
         book = self._store.book
         order_id = book.client_ids.get(client_order_id)
         return None if order_id is None else book.orders[order_id]
@@ -324,15 +307,22 @@ class SimBroker:
 
         Raises ``BrokerError`` for a symbol the venue does not list.
         """
-        self._check_reachable()
+        self._link.check_reachable()
         instrument = self._store.book.instruments.get(symbol)
         if instrument is None:
             raise BrokerError(f"unknown symbol {symbol!r}")
-        frozen = engine.Instrument(
-            symbol=symbol, last=instrument.last, last_raw=1.0, scales=list(instrument.scales)
+        scales = engine.Instrument(
+            symbol=symbol, last=0.0, last_raw=1.0, scales=list(instrument.scales)
         )
         stop = min(utc(end), self._store.book.next_bar)
-        return await asyncio.to_thread(self._regenerate, frozen, utc(start), stop)
+        return await asyncio.to_thread(
+            self._generator.bars_between,
+            symbol,
+            utc(start),
+            stop,
+            functools.partial(engine.scale_at, scales),
+            limit=_HISTORY_LIMIT,
+        )
 
     # --- test / ops controls -----------------------------------------------
 
@@ -384,7 +374,7 @@ class SimBroker:
         Lasts ``seconds`` of the injected monotonic (real) time, whatever the market
         does. An open stream is not dropped; combine with ``drop_connection()``.
         """
-        self._refuse_until = self._monotonic() + seconds
+        self._link.refuse(seconds)
         log.info("sim venue: refusing connections for %.1f s", seconds)
 
     async def drop_connection(self, reason: str = "connection dropped (test control)") -> None:
@@ -394,9 +384,8 @@ class SimBroker:
         which emits ``Connected(data_lost=True)``. The market keeps running.
         """
         async with self._store.lock:
-            if self._state is not _State.CONNECTED:
+            if not self._link.drop():
                 return
-            self._state = _State.DROPPED
             self._channel.clear()
             self._channel.push(Disconnected(reason=reason))
         log.info("sim venue: %s", reason)
@@ -412,65 +401,45 @@ class SimBroker:
 
     # --- internals ------------------------------------------------------------
 
-    def _check_usable(self) -> None:
-        if self._state is _State.FAILED:
-            raise BrokerError(f"sim venue failed: {self._error!r}") from self._error
-        if self._state is _State.CLOSED:
-            raise BrokerError("sim venue is closed")
-
-    def _check_not_refused(self) -> None:
-        remaining = self._refuse_until - self._monotonic()
-        if remaining > 0:
-            raise BrokerUnavailable(f"sim venue refuses connections for another {remaining:.1f} s")
-
-    def _check_reachable(self) -> None:
-        self._check_usable()
-        self._check_not_refused()
-        if self._state is not _State.CONNECTED:
-            raise BrokerUnavailable(f"sim venue not connected ({self._state.value})")
-
     async def _change(
         self,
         mutate: Callable[[engine.Book, datetime], tuple[_T, list[BrokerEvent]]],
         *,
         control: bool = False,
     ) -> _T:
-        """Apply one engine change: mutate and save under the lock, then publish."""
-        check = self._check_usable if control else self._check_reachable
+        """Apply one engine change: mutate and save under the lock, then publish.
+
+        A book that cannot be saved fails the request with ``BrokerError`` (as a
+        venue's internal error would) and leaves the last saved book in place.
+        """
+        check = self._link.check_usable if control else self._link.check_reachable
         check()
         async with self._store.lock:
             check()
             now = self.now()
-            result, events = await self._store.apply(lambda book: mutate(book, now), now)
+            try:
+                result, events = await self._store.apply(lambda book: mutate(book, now), now)
+            except OSError as exc:
+                log.error("sim venue could not save its book %s: %s", self.book_path, exc)
+                raise BrokerError(f"sim venue could not save its book: {exc}") from exc
             self._publish(events)
         return result
 
     def _publish(self, events: list[BrokerEvent]) -> None:
         """Hand events to the connected client (lock held); without a connection they are lost."""
-        if self._state is not _State.CONNECTED:
+        if not self._link.connected:
             return
         for event in events:
             if isinstance(event, Bar) and event.symbol not in self._subscribed:
                 continue
             self._channel.push(event)
 
-    def _regenerate(
-        self, instrument: engine.Instrument, start: datetime, stop: datetime
-    ) -> list[Bar]:
-        bars: list[Bar] = []
-        ts = self._generator.first_slot_at_or_after(start)
-        while ts < stop and len(bars) < _HISTORY_LIMIT:
-            bars.append(self._generator.bar(instrument.symbol, ts, engine.scale_at(instrument, ts)))
-            ts = self._generator.next_slot(ts)
-        return bars
-
     def _pump_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
         error = task.exception() or BrokerError("sim venue market pump stopped")
         log.critical("sim venue market pump failed: %r", error, exc_info=error)
-        self._error = error
-        self._state = _State.FAILED
+        self._link.fail(error)
         self._channel.fail(error)
 
 

@@ -21,14 +21,14 @@ import logging
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from actors.snapshot import decode_snapshot
 from actors.state import PositionState
-from brokers.base import Execution, Order, OrderType, OrderUpdate, Side
+from brokers.base import BrokerEvent, Execution, Order, OrderType, OrderUpdate, Side
 from brokers.sim import SimBroker, SimConfig
 from runtime.alerts import Alert
 from runtime.app import App
@@ -144,7 +144,7 @@ class GatedVenue(SimBroker):
 
     gate: asyncio.Event
 
-    async def events(self):  # type: ignore[no-untyped-def, override]
+    async def events(self) -> AsyncGenerator[BrokerEvent, None]:
         async for event in super().events():
             if isinstance(event, Execution | OrderUpdate):
                 await self.gate.wait()
@@ -291,8 +291,9 @@ class Trader:
                 self._task.result()  # raises what the trader raised
                 return True
             run = read_run_state(self.state_dir)
-            up = run is not None and run.state in ("running", "degraded")
-            return up and (len(reports(self.state_dir)) > before or run.state == "degraded")
+            if run is None or run.state not in ("running", "degraded"):
+                return False
+            return run.state == "degraded" or len(reports(self.state_dir)) > before
 
         await until(booted, "the trader to finish boot recovery")
         return self
@@ -323,15 +324,26 @@ async def warm_up(venue: SimBroker, clock: VirtualClock) -> None:
     await print_bars(venue, clock, 25)
 
 
-async def break_out(venue: SimBroker, clock: VirtualClock, held_before: float = 0.0) -> Execution:
-    """Cross the pivot; wait until the trader entered and its stop rests at the venue."""
+async def break_out(trader: Trader, venue: SimBroker, clock: VirtualClock) -> Execution:
+    """Cross the pivot; wait until the trader entered and its stop rests at the venue.
+
+    The trader must also have its stop acknowledged: the venue answers queries
+    from memory, before a change is saved, and a kill must find the stop on disk.
+    """
     await venue.set_price(SYMBOL, ABOVE)
     await print_bars(venue, clock, 1)
 
     async def protected() -> bool:
         rest = await stops(venue)
         held = await position(venue)
-        return held > held_before and len(rest) == 1 and rest[0].qty == held
+        stop = trader.actor_state().stop
+        return (
+            held > 0
+            and len(rest) == 1
+            and rest[0].qty == held
+            and stop is not None
+            and (stop.order_id, stop.status) == (rest[0].order_id, "live")
+        )
 
     await until(protected, "an entry with its stop resting at the venue")
     fills = await venue.executions(venue.now() - timedelta(days=1))
@@ -351,8 +363,8 @@ async def holding(config: Config, state_dir: Path) -> Execution:
     clock = VirtualClock()
     venue = await open_venue(config, state_dir, clock)
     await warm_up(venue, clock)
-    async with Trader(config, state_dir, venue):
-        return await break_out(venue, clock)
+    async with Trader(config, state_dir, venue) as trader:
+        return await break_out(trader, venue, clock)
 
 
 @contextlib.asynccontextmanager
@@ -376,7 +388,7 @@ async def _scenario(name: str, state_dir: Path, profile: Path) -> dict[str, Any]
         return {}
     await warm_up(venue, clock)
     await trader.__aenter__()
-    entry = await break_out(venue, clock)
+    entry = await break_out(trader, venue, clock)
     info: dict[str, Any] = {"entry_price": entry.price}
     if name == "partial":
         risk = max(entry.price - PIVOT, entry.price * 0.002)
@@ -385,22 +397,24 @@ async def _scenario(name: str, state_dir: Path, profile: Path) -> dict[str, Any]
 
         async def halved() -> bool:
             rest = await stops(venue)
+            stop = trader.actor_state().stop
             return (
                 await position(venue) == 50.0
                 and len(rest) == 1
-                and rest[0].qty == 50.0
-                and rest[0].stop_price == entry.price
+                and (rest[0].qty, rest[0].stop_price) == (50.0, entry.price)
                 and stored(state_dir).partials != ()
+                and stop is not None
+                and (stop.price, stop.qty, stop.status) == (entry.price, 50.0, "live")
             )
 
         await until(halved, "the 50% partial with the stop at break-even")
     elif name == "two_stopped":
         await stop_out(venue, clock, state_dir)
-        await break_out(venue, clock)
+        await break_out(trader, venue, clock)
         await stop_out(venue, clock, state_dir)
     elif name == "stopped_then_open":
         await stop_out(venue, clock, state_dir)
-        info["entry_price"] = (await break_out(venue, clock)).price
+        info["entry_price"] = (await break_out(trader, venue, clock)).price
     return info
 
 

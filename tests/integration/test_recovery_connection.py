@@ -91,7 +91,7 @@ async def test_disconnect_mid_session_suspends_reconciles_resumes_and_loses_no_f
     venue = await open_venue(config, state, clock)
     await warm_up(venue, clock)
     async with Trader(config, state, venue) as trader:
-        entry = await break_out(venue, clock)
+        entry = await break_out(trader, venue, clock)
         venue.refuse_connections(10.0)
         await venue.drop_connection()
         await until(lambda: trader.app.degraded, "the trader to see the disconnect")
@@ -114,7 +114,7 @@ async def test_disconnect_mid_session_suspends_reconciles_resumes_and_loses_no_f
 
         # Resumed: the next break of the pivot trades (the second attempt of the day).
         await print_bars(venue, clock, 1)
-        await break_out(venue, clock)
+        await break_out(trader, venue, clock)
         assert await position(venue) == 100.0 and len(await stops(venue)) == 1
     alerts = [(a.kind, a.severity) for a in trader.alerts if a.kind == "degraded"]
     assert alerts == [("degraded", Severity.CRITICAL), ("degraded", Severity.INFO)]
@@ -129,7 +129,7 @@ async def test_a_racing_fill_is_not_healed_by_a_periodic_run(tmp_path: Path) -> 
     gate = venue.gate  # type: ignore[attr-defined]
     await warm_up(venue, clock)
     async with Trader(config, state, venue, wall=wall) as trader:
-        await break_out(venue, clock)
+        await break_out(trader, venue, clock)
         runs = len(reports(state))
 
         async def periodic() -> dict[str, Any]:

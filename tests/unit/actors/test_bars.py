@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import struct
-import tracemalloc
+import sys
 from datetime import UTC, datetime
 
 import msgspec
@@ -198,26 +198,31 @@ def test_a_malformed_blob_is_a_value_error(blob: bytes) -> None:
         BarRing.from_bytes(SYMBOL, blob)
 
 
+def footprint(root: object) -> tuple[int, int]:
+    """Return (objects, bytes) reachable from ``root``, classes aside."""
+    seen: dict[int, object] = {}
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen[id(obj)] = obj
+        stack.extend(gc.get_referents(obj))
+    return len(seen), sum(sys.getsizeof(obj) for obj in seen.values())
+
+
 def test_a_ring_is_one_flat_buffer_not_an_object_per_bar() -> None:
     capacity = 240
-    assert not hasattr(BarRing(SYMBOL), "__dict__")
-    assert len(BarRing(SYMBOL, capacity).to_bytes()) == HEADER.size + SLOT_BYTES * capacity
+    empty = BarRing(SYMBOL, capacity)
+    full = ring_of([bar(m, 100.0 + m % 7) for m in range(3 * capacity)], capacity)
 
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        ring = BarRing(SYMBOL, capacity)
-        for minute in range(3 * capacity):
-            ring.append(bar(minute, 100.0 + minute % 7))
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    objects, size = footprint(full)
 
-    assert len(ring) == capacity
-    # the doubles themselves are 11.5 KB; one object per bar would be over 40 KB
-    assert held < 2 * SLOT_BYTES * capacity
+    assert len(full) == capacity
+    assert objects == footprint(empty)[0]  # as many objects holding 240 bars as holding none
+    assert objects < 10
+    assert size < SLOT_BYTES * capacity + 1024  # the doubles (11.5 KB) and little else
+    assert len(full.to_bytes()) == HEADER.size + SLOT_BYTES * capacity
 
 
 timestamps = st.lists(

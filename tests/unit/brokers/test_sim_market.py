@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from _sim_kit import CALENDAR, OPEN
 from hypothesis import given
 from hypothesis import strategies as st
@@ -93,3 +94,20 @@ def test_deadline_is_exact(minutes: int, speed: float) -> None:
     assert deadline is not None
     mono.value = deadline
     assert clock.now() == target
+
+
+def test_clock_stays_exact_over_many_sessions() -> None:
+    mono = FakeMonotonic()
+    clock = MarketClock(CALENDAR, OPEN, speed=60.0, monotonic=mono)
+    last = (0.0, OPEN)
+    for session in range(1, 300):
+        mono.value += 390.0  # one regular session of market time
+        expected = advance(CALENDAR, OPEN, session * 23400)
+        assert clock.now() == expected
+        target = expected + timedelta(minutes=7)
+        deadline = clock.deadline(target)
+        assert deadline is not None
+        assert deadline == pytest.approx(mono.value + 7.0)
+        last = (deadline, target)
+    mono.value = last[0]
+    assert clock.now() == last[1]
