@@ -25,7 +25,7 @@ import msgspec
 from actors import model
 from actors.messages import Reconcile, ReconcileOutcome
 from actors.reconcile import Finding, SymbolPlan, plan_symbol
-from actors.state import Mode, PositionState
+from actors.state import Mode, PositionState, StopOrder
 from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderStatus
 from persistence.protocol import (
     ClosedTradeRow,
@@ -67,9 +67,7 @@ def discrepancy(
     verify: bool = True,
 ) -> str | None:
     """Return what differs between ``state`` and the broker, as a comparable text, or None."""
-    if not verify:
-        return None
-    return _signature(plan_symbol(state, position, orders))
+    return _signature(plan_symbol(state, position if verify else _assumed(state), orders))
 
 
 def _fold(state: PositionState, executions: Sequence[Execution]) -> PositionState:
@@ -98,9 +96,11 @@ def _last_exit(state: PositionState, executions: Sequence[Execution]) -> Executi
 async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     """Reconcile ``actor`` against ``msg``'s broker truth; see the module docstring."""
     state = _fold(actor.state, msg.replay) if msg.dry_run else actor.state
-    if not msg.verify:
-        return await _unverified(actor, msg, state)
-    plan = plan_symbol(state, msg.position, msg.open_orders)
+    # A broker that reports no positions cannot contradict ours: take them as they
+    # are (its orders still tell whether the stop rests), but they stay unverified.
+    position = msg.position if msg.verify else _assumed(state)
+    plan = plan_symbol(state, position, msg.open_orders)
+    unverified = not msg.verify and not state.is_flat and not actor.is_confirmed(state)
     outcome = ReconcileOutcome(
         symbol=actor.symbol,
         finding=plan.finding.value,
@@ -109,9 +109,11 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
         local_avg=plan.local_avg,
         broker_avg=plan.broker_avg,
         unprotected=plan.unprotected,
+        unverified=unverified,
     )
     if msg.dry_run:
         return outcome
+    _set_unverified(actor, unverified)
     signature = _signature(plan)
     if not msg.heal or (msg.mode == "periodic" and signature != msg.signature):
         # Seen, not confirmed (or changed since the supervisor looked): heal nothing.
@@ -175,11 +177,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     writes.extend(intent_writes)
     if plan.broker_stop is not None and not state.is_flat:
         stop = actor.stop_from_order(plan.broker_stop)
-        if state.stop is None or (state.stop.order_id, state.stop.price, state.stop.qty) != (
-            stop.order_id,
-            stop.price,
-            stop.qty,
-        ) or state.stop.status != "live":
+        if state.stop is None or _as_held(state.stop) != _as_held(stop):
             state = model.set_stop(state, stop)
             actions.append(f"stop attached {stop.client_order_id} @ {stop.price}")
     elif state.stop is not None and state.intent(state.stop.client_order_id) is None:
@@ -196,13 +194,20 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
         await actor._flatten("flatten")
         actions.append("flatten sent")
     if plan.finding is Finding.DRIFT and actor.state.stop is not None:
-        await actor.desk.resize_stop()
+        await actor.desk.resize_stop(recovering=True)
         stop = actor.state.stop
         if stop is not None and abs(stop.qty - abs(actor.state.qty)) < 1e-9:
             actions.append(f"stop resized to {stop.qty}")
     if plan.unprotected and abs(actor.state.qty) > 0 and actor.state.stop is None:
         actions.extend(await _protect(actor, msg, old_stop_price))
+    if unverified:
+        actions.append("unverified: trades nothing until confirmed")
     return msgspec.structs.replace(outcome, actions=tuple(actions))
+
+
+def _as_held(stop: StopOrder) -> tuple[str | None, float, float, str]:
+    """Return what the broker says about a stop (our client order id stays ours)."""
+    return stop.order_id, stop.price, stop.qty, stop.status
 
 
 def _is_ours(actor: PositionActor, client_order_id: str) -> bool:
@@ -265,7 +270,13 @@ async def _settle_intents(
 
 
 async def _protect(actor: PositionActor, msg: Reconcile, price: float | None) -> list[str]:
-    if not msg.restore_stop or actor.state.mode is not Mode.MANAGED or price is None:
+    # An unverified position may be gone at the broker: a stop could open one.
+    if (
+        not msg.restore_stop
+        or actor.state.mode is not Mode.MANAGED
+        or price is None
+        or actor.unverified
+    ):
         actor._alert(
             "unprotected",
             Severity.CRITICAL,
@@ -288,29 +299,25 @@ async def _protect(actor: PositionActor, msg: Reconcile, price: float | None) ->
     return [f"stop restored @ {price}"]
 
 
-async def _unverified(
-    actor: PositionActor, msg: Reconcile, state: PositionState
-) -> ReconcileOutcome:
-    """The broker reports no positions: an open one here stays unverified until confirmed."""
-    outcome = ReconcileOutcome(
-        symbol=actor.symbol,
-        finding=Finding.OK.value,
-        local_qty=state.qty,
-        broker_qty=state.qty,
-        local_avg=state.avg_price,
-        broker_avg=state.avg_price,
-    )
-    if state.is_flat or actor.is_confirmed():
-        return outcome
-    if not msg.dry_run and not actor.unverified:
-        actor.unverified = True
+def _assumed(state: PositionState) -> BrokerPosition | None:
+    if state.is_flat:
+        return None
+    return BrokerPosition(symbol=state.symbol, qty=state.qty, avg_price=state.avg_price)
+
+
+def _set_unverified(actor: PositionActor, unverified: bool) -> None:
+    """Block (or free) the actor's trading; alert when a position becomes unverified."""
+    if unverified and not actor.unverified:
+        state = actor.state
         actor._alert(
             "unverified",
             Severity.CRITICAL,
             f"the broker reports no positions: {state.qty} @ {state.avg_price} is unverified "
             f"and trades nothing until `stalwart confirm {actor.symbol}`",
         )
-    return msgspec.structs.replace(outcome, unverified=True, actions=("unverified",))
+    elif actor.unverified and not unverified:
+        actor._alert("unverified", Severity.INFO, "position confirmed: trading again")
+    actor.unverified = unverified
 
 
 async def _refill_bars(actor: PositionActor) -> None:

@@ -163,18 +163,23 @@ class OrderDesk:
         state = model.set_stop(state, stop)
         return state, intent, [PutIntent(intent_row(self.actor.symbol, intent))]
 
-    async def resize_stop(self) -> None:
-        """Keep the resting stop's quantity equal to the position's."""
+    async def resize_stop(self, *, recovering: bool = False) -> None:
+        """Keep the resting stop's quantity equal to the position's.
+
+        ``recovering``: reconciliation resizes also while the actor is suspended
+        (a reconnect), since a stop larger than the position would open one.
+        """
         stop = self.actor.state.stop
         qty = abs(self.actor.state.qty)
         if stop is None or stop.order_id is None or abs(stop.qty - qty) < 1e-9:
             return
-        await self.move_stop(stop.price, qty)
+        await self.move_stop(stop.price, qty, recovering=recovering)
 
-    async def move_stop(self, price: float, qty: float) -> None:
+    async def move_stop(self, price: float, qty: float, *, recovering: bool = False) -> None:
         actor = self.actor
         stop = actor.state.stop
-        if stop is None or stop.order_id is None or not actor.trading_allowed:
+        allowed = actor.may_protect if recovering else actor.trading_allowed
+        if stop is None or stop.order_id is None or not allowed:
             return
         planned = msgspec.structs.replace(stop, price=price, qty=qty, status="replacing")
         await actor._commit(model.set_stop(actor.state, planned), [])

@@ -96,7 +96,10 @@ class PositionContext:
     read_only: bool = False  # a dry run: never commit, never send
     # Whether an operator confirmed the open position of (symbol, opened_at); used
     # when the broker reports no positions (``Capabilities.reports_positions``).
-    confirmed: Callable[[str, datetime | None], bool] | None = None
+    confirmed: Callable[[str, datetime], bool] | None = None
+    # Called with the symbol when an actor restarted after a crash: its state came
+    # back from the checkpoint and must be reconciled with the broker again.
+    restarted: Callable[[str], None] | None = None
     orphan_policy: str = "adopt"  # adopt (watch only), manage, flatten
 
 
@@ -120,6 +123,7 @@ class PositionActor(Actor[PositionMsg]):
         self.bars = BarRing(symbol, ctx.bar_capacity)
         self.checkpointed_at: datetime | None = None
         self._loaded_mark: datetime | None = None
+        self._verified_open: datetime | None = None  # opened_at of a position known to exist
         self.unverified = False
         self._dirty = False
         self.desk_activity = float("-inf")  # wall monotonic time of the last order/fill event
@@ -132,6 +136,7 @@ class PositionActor(Actor[PositionMsg]):
         return PositionState(account=self.ctx.account, symbol=self.symbol, trading_day=today)
 
     async def on_start(self) -> None:
+        restart = not self._first_start
         row = self._snapshot if self._first_start else await self._reload()
         self._first_start = False
         self._snapshot = None
@@ -151,6 +156,11 @@ class PositionActor(Actor[PositionMsg]):
         span = timedelta(seconds=self.ctx.bar_seconds * self.ctx.bar_capacity)
         if len(self.bars) and self.bars.last_time() is not None:
             self.bars.drop_before(now - span)
+        if restart and self.ctx.restarted is not None:
+            # Back from a crash with the checkpoint's state: nothing new is sent
+            # until this symbol was reconciled with the broker (the callback's job).
+            self.suspend()
+            self.ctx.restarted(self.symbol)
 
     def market_mark(self) -> datetime | None:
         """Return a market time whose events this actor's state already reflects.
@@ -170,10 +180,18 @@ class PositionActor(Actor[PositionMsg]):
             stop is not None and stop.client_order_id == client_order_id
         )
 
-    def is_confirmed(self) -> bool:
-        """Return whether an operator confirmed the open position (unverified brokers)."""
+    def is_confirmed(self, state: PositionState) -> bool:
+        """Return whether ``state``'s open position is known to exist at the broker.
+
+        For brokers that report no positions: it was opened by one of our own
+        entry fills in this process, or an operator confirmed it
+        (``stalwart confirm``).
+        """
+        opened = state.opened_at
+        if opened is None:
+            return False
         check = self.ctx.confirmed
-        return check is not None and check(self.symbol, self.state.opened_at)
+        return opened == self._verified_open or (check is not None and check(self.symbol, opened))
 
     async def _reload(self) -> SnapshotRow | None:
         loaded = await self.ctx.store.load_snapshots()
@@ -201,7 +219,8 @@ class PositionActor(Actor[PositionMsg]):
                 await self._flatten(reason)
             case SetMode(mode=mode):
                 await self._commit(msgspec.structs.replace(self.state, mode=Mode(mode)), [])
-            case Confirm():
+            case Confirm():  # an operator vouches for the open position (until restart)
+                self._verified_open = self.state.opened_at
                 self.unverified = False
             case Reconcile():
                 return await self._reconcile(msg)
@@ -211,6 +230,20 @@ class PositionActor(Actor[PositionMsg]):
     def trading_allowed(self) -> bool:
         return (
             self.lifecycle is Lifecycle.RUNNING
+            and not self.unverified
+            and self.state.mode is Mode.MANAGED
+        )
+
+    @property
+    def may_protect(self) -> bool:
+        """Return whether recovery may place or resize this position's stop.
+
+        Like ``trading_allowed`` but also while suspended (reconciliation runs
+        while the actors are suspended on reconnect); never for an unverified or
+        watched position.
+        """
+        return (
+            self.lifecycle in (Lifecycle.RUNNING, Lifecycle.SUSPENDED)
             and not self.unverified
             and self.state.mode is Mode.MANAGED
         )
@@ -376,6 +409,8 @@ class PositionActor(Actor[PositionMsg]):
             writes.append(ResolveIntent(ex.client_order_id, "filled", ex.order_id))
         failpoint("after_fill_before_commit")
         await self._commit(state, writes)
+        if intent is not None and intent.kind is IntentKind.ENTRY and before.is_flat:
+            self._verified_open = state.opened_at  # our own fill: nothing to verify
         _log.info(
             "fill %s %s %s %s @ %s -> qty %s",
             ex.exec_id,

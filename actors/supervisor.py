@@ -1,14 +1,18 @@
 """The supervisor actor: hybrid recovery at boot, on reconnect, periodically, on demand.
 
 One procedure for every trigger: fetch broker truth (positions, open orders,
-executions since the oldest checkpoint minus a margin), replay executions the
-store has not seen through their owning actors (dedup by execution id), then
-ask every actor to reconcile its symbol. The broker's quantities override the
-checkpoint; everything else comes from the store. Periodic runs heal a
-discrepancy only once it was seen on ``confirm_runs`` consecutive runs and no
-order of the symbol moved in the last 5 s, so a fill racing the stream is never
-"healed". A position whose broker query failed is never treated as flat: the
-run aborts with ``broker_reachable = false`` instead.
+and the executions since the oldest market time the actors' states already
+reflect, minus a margin; read until positions and executions agree), replay
+the executions of *our* orders the store has not seen through their owning
+actors (dedup by execution id), then ask every actor to reconcile its symbol.
+Trades made outside the trader (by hand) are not replayed: the broker's
+quantities say what they did, as a zombie, an orphan or a drift, and the heal
+stores them. The broker's quantities override the checkpoint; everything else
+comes from the store. Periodic runs heal a discrepancy only once the same one
+was seen on ``confirm_runs`` consecutive runs, no order of the symbol moved in
+the last 5 s and no order but the stop is in flight, so a fill racing the
+stream is never "healed". A position whose broker query failed is never
+treated as flat: the run aborts with ``broker_reachable = false`` instead.
 """
 
 from __future__ import annotations
@@ -43,8 +47,9 @@ _CONSISTENT_READS = 3
 
 
 class RunRecovery(msgspec.Struct, frozen=True, tag=True):
-    mode: str  # boot, reconnect, periodic, manual
+    mode: str  # boot, reconnect, periodic, manual, restart
     dry_run: bool = False
+    symbols: tuple[str, ...] = ()  # only these (a restarted actor's); empty: all
 
 
 class Drift(msgspec.Struct, frozen=True):
@@ -119,14 +124,21 @@ class SupervisorActor(Actor[RunRecovery]):
         self.last_report: RecoveryReport | None = None
 
     async def receive(self, msg: RunRecovery) -> object:
-        return await self.recover(msg.mode, dry_run=msg.dry_run)
+        return await self.recover(msg.mode, dry_run=msg.dry_run, symbols=msg.symbols)
 
-    async def recover(self, mode: str, *, dry_run: bool = False) -> RecoveryReport:
+    async def recover(
+        self, mode: str, *, dry_run: bool = False, symbols: tuple[str, ...] = ()
+    ) -> RecoveryReport:
+        """Run one recovery (see the module docstring); ``symbols`` limits it to those."""
         started = self.wall.now()
         t0 = self.wall.monotonic()
         critical: list[str] = []
         try:
             positions, orders, executions = await self._fetch_truth()
+            if symbols:
+                positions = [p for p in positions if p.symbol in symbols]
+                orders = [o for o in orders if o.symbol in symbols]
+                executions = [ex for ex in executions if ex.symbol in symbols]
         except BrokerError as exc:
             critical.append(f"broker unreachable: {exc}")
             report = self._report(mode, dry_run, started, t0, [], 0, critical, reachable=False)
@@ -136,38 +148,43 @@ class SupervisorActor(Actor[RunRecovery]):
         unseen = await self._unseen(executions)
         ours = [ex for ex in unseen if self._ours(ex)]
         foreign = [ex for ex in unseen if not self._ours(ex)]
-        replayed, external = (len(ours), {}) if dry_run else await self._replay(ours)
+        replayed, external = (len(ours), {}) if dry_run else await self._replay(ours, critical)
         by_symbol = {p.symbol: p for p in positions if p.qty != 0}
         for symbol in sorted(set(by_symbol) - set(self.actors)):
             if dry_run:
                 continue
             await self._spawn(symbol)
         outcomes: list[ReconcileOutcome] = []
-        symbols = sorted(set(self.actors) | set(by_symbol))
-        for symbol in symbols:
+        wanted = set(symbols) if symbols else set(self.actors) | set(by_symbol)
+        for symbol in sorted(wanted):
             actor = self.actors.get(symbol)
-            if actor is None:  # dry run: an orphan without an actor yet
-                outcomes.append(_orphan_outcome(by_symbol[symbol]))
+            if actor is None:
+                if symbol in by_symbol:  # dry run: an orphan without an actor yet
+                    outcomes.append(_orphan_outcome(by_symbol[symbol]))
                 continue
             mine = tuple(o for o in orders if o.symbol == symbol)
             position = by_symbol.get(symbol)
             heal, signature = self._should_heal(mode, actor, position, mine, verify)
-            outcome = await actor.ask(
-                Reconcile(
-                    position=position,
-                    open_orders=mine,
-                    heal=heal,
-                    dry_run=dry_run,
-                    restore_stop=self.restore_stops,
-                    orphan_mode=self.orphan_policy,
-                    mode=mode,
-                    executions=tuple(ex for ex in executions if ex.symbol == symbol),
-                    replay=tuple(ex for ex in ours if ex.symbol == symbol),
-                    foreign=tuple(ex for ex in foreign if ex.symbol == symbol),
-                    signature=signature,
-                    verify=verify,
-                )
+            request = Reconcile(
+                position=position,
+                open_orders=mine,
+                heal=heal,
+                dry_run=dry_run,
+                restore_stop=self.restore_stops,
+                orphan_mode=self.orphan_policy,
+                mode=mode,
+                executions=tuple(ex for ex in executions if ex.symbol == symbol),
+                replay=tuple(ex for ex in ours if ex.symbol == symbol),
+                foreign=tuple(ex for ex in foreign if ex.symbol == symbol),
+                signature=signature,
+                verify=verify,
             )
+            try:
+                outcome = await actor.ask(request)
+            except Exception as exc:  # the actor crashed (and restarts) or is halted
+                _log.error("%s: not reconciled: %r", symbol, exc)
+                critical.append(f"{symbol} not reconciled: {exc!r}")
+                continue
             assert isinstance(outcome, ReconcileOutcome)
             outcomes.append(_with_external(outcome, external.get(symbol)))
         report = self._report(mode, dry_run, started, t0, outcomes, replayed, critical, True)
@@ -219,7 +236,9 @@ class SupervisorActor(Actor[RunRecovery]):
             return True
         return ex.client_order_id.startswith(own_prefix(self.account, ex.symbol))
 
-    async def _replay(self, executions: list[Execution]) -> tuple[int, dict[str, str]]:
+    async def _replay(
+        self, executions: list[Execution], critical: list[str]
+    ) -> tuple[int, dict[str, str]]:
         """Apply our executions the store has not seen, oldest first, through their actors.
 
         Return the count and the symbols whose position such a fill opened or
@@ -229,7 +248,12 @@ class SupervisorActor(Actor[RunRecovery]):
         external: dict[str, str] = {}
         for ex in executions:
             actor = self.actors.get(ex.symbol) or await self._spawn(ex.symbol)
-            ack = await actor.ask(OnExecution(execution=ex, replayed=True))
+            try:
+                ack = await actor.ask(OnExecution(execution=ex, replayed=True))
+            except Exception as exc:  # refused, or the actor crashed or is halted
+                _log.error("%s: execution %s not replayed: %r", ex.symbol, ex.exec_id, exc)
+                critical.append(f"{ex.symbol} execution {ex.exec_id} not replayed: {exc!r}")
+                continue
             if isinstance(ack, FillAck) and ack.applied:
                 replayed += 1
                 if ack.external is not None:

@@ -55,9 +55,12 @@ __all__ = [
     "CountingAlerts",
     "Held",
     "InstantVenue",
+    "Member",
     "context",
     "full_ring",
     "held_position",
+    "population",
+    "ring_of",
     "symbols",
 ]
 
@@ -358,3 +361,32 @@ class InstantVenue:
 def bar_time(day: date, index: int, calendar: TradingCalendar) -> datetime:
     """Return the open time of bar ``index`` of ``day``'s regular session."""
     return calendar.open_of(day) + timedelta(seconds=BAR_SECONDS * index)
+
+
+class Member(msgspec.Struct, frozen=True):
+    """One symbol of a population: its full bar buffer (as bytes) and its open position."""
+
+    symbol: str
+    ring: bytes
+    held: Held
+
+
+def population(n: int, last_open: datetime, *, templates: int = 64) -> list[Member]:
+    """Return ``n`` symbols, each with a full 240-bar buffer ending at ``last_open`` and a
+    long position opened between 30 and 90 minutes before it (protective stop live).
+
+    Buffers repeat over ``templates`` random walks (renamed per symbol): what is
+    measured (encoding, storing, decoding) does not depend on the prices.
+    """
+    walks = [full_ring("TMPL", last_open, seed).to_bytes() for seed in range(templates)]
+    members: list[Member] = []
+    for i, symbol in enumerate(symbols(n)):
+        ring = BarRing.from_bytes(symbol, walks[i % templates])
+        opened_at = last_open - timedelta(minutes=30 + i % 60)
+        members.append(Member(symbol, ring.to_bytes(), held_position(symbol, ring, opened_at, i)))
+    return members
+
+
+def ring_of(member: Member) -> BarRing:
+    """Return the member's bar buffer as the actor holds it."""
+    return BarRing.from_bytes(member.symbol, member.ring)

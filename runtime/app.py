@@ -16,8 +16,10 @@ import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
+
+import msgspec
 
 from actors.bars import BarRing
 from actors.messages import Checkpoint, OnBar, OnExecution, OnOrderUpdate
@@ -46,7 +48,7 @@ from runtime.runstate import RunState, write_run_state
 from runtime.supervision import Supervisor
 from runtime.venues import calendar_of, make_broker
 
-__all__ = ["App", "strategy_for"]
+__all__ = ["App", "Confirmation", "read_confirmations", "strategy_for", "write_confirmation"]
 
 _log = logging.getLogger(__name__)
 
@@ -82,6 +84,47 @@ class _NoEntries(PivotBreakout):
         return [a for a in super().decide(state, bars, bar, session) if not isinstance(a, Enter)]
 
 
+_CONFIRMATIONS = "confirmations.json"
+
+
+class Confirmation(msgspec.Struct, frozen=True):
+    """An operator's word that a position exists at a broker that reports none."""
+
+    symbol: str
+    opened_at: datetime
+    qty: float
+    avg_price: float
+    confirmed_at: datetime
+
+
+_confirmations = msgspec.json.Decoder(dict[str, Confirmation])
+
+
+def read_confirmations(state_dir: Path) -> dict[str, Confirmation]:
+    """Return the confirmations in ``state_dir`` by symbol (none when the file is missing)."""
+    try:
+        raw = (state_dir / _CONFIRMATIONS).read_bytes()
+    except FileNotFoundError:
+        return {}
+    try:
+        return _confirmations.decode(raw)
+    except msgspec.DecodeError as exc:
+        _log.error("%s: unreadable confirmations, none trusted: %s", state_dir, exc)
+        return {}
+
+
+def write_confirmation(state_dir: Path, confirmation: Confirmation) -> None:
+    """Record ``confirmation`` durably (write, fsync, atomic rename), replacing the symbol's."""
+    confirmations = read_confirmations(state_dir)
+    confirmations[confirmation.symbol] = confirmation
+    tmp = state_dir / f".{_CONFIRMATIONS}.tmp"
+    with tmp.open("wb") as out:
+        out.write(msgspec.json.encode(confirmations))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, state_dir / _CONFIRMATIONS)
+
+
 @dataclass
 class App:
     """One trading session; ``run`` returns the process exit code."""
@@ -97,7 +140,12 @@ class App:
     degraded: bool = False
     read_only: bool = False
     report: RecoveryReport | None = None
+    supervisor: SupervisorActor | None = None
     _reconnecting: bool = False
+
+    def _confirmed(self, symbol: str, opened_at: datetime) -> bool:
+        found = read_confirmations(self.state_dir).get(symbol)
+        return found is not None and found.opened_at == opened_at
 
     def alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
@@ -156,6 +204,8 @@ class App:
                     mailbox_size=cfg.runtime.mailbox_size,
                     read_only=self.read_only,
                     orphan_policy=cfg.recovery.orphan_policy.value,
+                    confirmed=self._confirmed,
+                    restarted=self._restarted,
                 )
 
                 async def spawn(symbol: str, row: SnapshotRow | None = None) -> PositionActor:
@@ -267,9 +317,14 @@ class App:
             self.sup.spawn(self._reconnect_loop(broker), name="reconnect")
 
     async def _recover(
-        self, supervisor: SupervisorActor, mode: str, *, dry_run: bool = False
+        self,
+        supervisor: SupervisorActor,
+        mode: str,
+        *,
+        dry_run: bool = False,
+        symbols: tuple[str, ...] = (),
     ) -> RecoveryReport:
-        report = await supervisor.ask(RunRecovery(mode=mode, dry_run=dry_run))
+        report = await supervisor.ask(RunRecovery(mode=mode, dry_run=dry_run, symbols=symbols))
         assert isinstance(report, RecoveryReport)
         return report
 
@@ -310,12 +365,54 @@ class App:
                         self._start_reconnect(broker)
                     case Connected():
                         if self.degraded:
-                            report = await self._recover(supervisor, "reconnect")
-                            if report.broker_reachable:
-                                await broker.subscribe(self.watch)
-                                self._set_degraded(False, "broker reconnected and reconciled")
+                            await self._reconcile_reconnected(broker, supervisor)
             except ActorStopped as exc:
                 _log.warning("event %s not delivered: %s", type(event).__name__, exc)
+
+    def _restarted(self, symbol: str) -> None:
+        """A position actor restarted after a crash: reconcile its symbol, then resume it."""
+        if self.supervisor is not None:
+            self.sup.spawn(
+                self._recover_restarted(self.supervisor, symbol), name=f"restart-{symbol}"
+            )
+
+    async def _recover_restarted(self, supervisor: SupervisorActor, symbol: str) -> None:
+        delay = self.config.recovery.connect_backoff_s
+        while True:
+            if not self.degraded:  # degraded: the reconnect run will cover it
+                report = await self._recover(supervisor, "restart", symbols=(symbol,))
+                if report.broker_reachable:
+                    break
+            await self.wall.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        actor = self.actors.get(symbol)
+        if actor is not None and actor.lifecycle is Lifecycle.SUSPENDED and not self.degraded:
+            actor.resume()
+
+    async def _reconcile_reconnected(self, broker: Broker, supervisor: SupervisorActor) -> None:
+        """Reconcile after a reconnect, then resume; retry until the broker answers.
+
+        Runs in the router, so no event is routed while it runs (the run must not
+        race the stream). A broker that accepts the connection but fails the
+        queries (or drops again) is retried with backoff, reconnecting as needed:
+        giving up here would leave the trader degraded for good.
+        """
+        delay = self.config.recovery.connect_backoff_s
+        while True:
+            report = await self._recover(supervisor, "reconnect")
+            if report.broker_reachable:
+                try:
+                    await broker.subscribe(self.watch)
+                except BrokerError as exc:
+                    _log.warning("resubscribe after reconnect failed: %s", exc)
+                else:
+                    self._set_degraded(False, "broker reconnected and reconciled")
+                    return
+            _log.warning("still degraded after reconnect; next reconciliation in %.2f s", delay)
+            await self.wall.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            with contextlib.suppress(BrokerError):
+                await broker.connect()
 
     async def _checkpoints(self, store: SqliteStore, clock: Clock) -> None:
         """Checkpoint dirty actors every interval; back the store up once per trading day."""

@@ -18,6 +18,8 @@ from typing import Any
 
 import msgspec
 
+from actors.snapshot import SnapshotError, decode_snapshot
+from brokers.exchange import add_arguments as add_exchange_arguments
 from brokers.sim import BookError
 from persistence import open_store
 from persistence.protocol import StoreError
@@ -58,9 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     reconcile = sub.add_parser("reconcile", parents=[common], help="hybrid recovery, print report")
     reconcile.add_argument("--dry-run", action="store_true", help="plan and report, change nothing")
     reconcile.add_argument("--json", action="store_true")
+    confirm = sub.add_parser(
+        "confirm", parents=[common], help="confirm an unverified position (brokers without reports)"
+    )
+    confirm.add_argument("symbol", help="the symbol whose open position the broker holds")
     history = sub.add_parser("history", parents=[common], help="closed trades and reports")
     history.add_argument("--json", action="store_true")
     history.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
+    exchange = sub.add_parser("exchange", help="the local exchange (Alpaca's API over the sim)")
+    add_exchange_arguments(exchange)
     return p
 
 
@@ -123,6 +131,53 @@ async def _cmd_status(args: argparse.Namespace, state_dir: Path) -> int:
     return EXIT_OK
 
 
+async def _cmd_confirm(args: argparse.Namespace, state_dir: Path) -> int:
+    """Record that the open position of ``args.symbol`` (as the store holds it) exists.
+
+    Works while a trader runs (it reads the record at its next reconciliation)
+    and survives restarts; it covers that one position, not the next one.
+    """
+    from runtime.app import Confirmation, write_confirmation
+
+    found = find_store(state_dir)
+    if found is None:
+        print(f"stalwart confirm: no store in {state_dir}", file=sys.stderr)
+        return EXIT_USAGE
+    path, account = found
+    store = await open_store(path, account)
+    try:
+        loaded = await store.load_snapshots()
+    finally:
+        await store.close()
+    row = next((r for r in loaded.rows if r.symbol == args.symbol), None)
+    try:
+        state = (
+            None
+            if row is None
+            else decode_snapshot(row.blob, row.schema_version, row.symbol, 1_000_000)[0]
+        )
+    except SnapshotError as exc:
+        print(f"stalwart confirm: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if state is None or state.is_flat or state.opened_at is None:
+        print(f"stalwart confirm: no open position of {args.symbol} to confirm", file=sys.stderr)
+        return EXIT_USAGE
+    confirmation = Confirmation(
+        symbol=state.symbol,
+        opened_at=state.opened_at,
+        qty=state.qty,
+        avg_price=state.avg_price,
+        confirmed_at=RealClock().now(),
+    )
+    write_confirmation(state_dir, confirmation)
+    print(
+        f"confirmed {state.symbol}: {state.qty} @ {state.avg_price} (opened "
+        f"{state.opened_at.isoformat()}); a running trader trades it again after its next "
+        "reconciliation"
+    )
+    return EXIT_OK
+
+
 async def _cmd_history(args: argparse.Namespace, state_dir: Path) -> int:
     found = find_store(state_dir)
     if found is None:
@@ -143,9 +198,33 @@ async def _cmd_history(args: argparse.Namespace, state_dir: Path) -> int:
     return EXIT_OK
 
 
+def _cmd_exchange(args: argparse.Namespace) -> int:
+    """Run the local exchange in this process until SIGTERM (no trader config involved)."""
+    import os
+
+    from brokers.exchange import serve, settings_from_args
+
+    try:
+        settings = settings_from_args(args, os.environ)
+    except ValueError as exc:
+        print(f"stalwart exchange: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_format, None)
+    try:
+        return _run_loop(lambda: serve(settings), "uvloop")
+    except BookError as exc:
+        print(f"stalwart exchange: state error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"stalwart exchange: cannot serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "exchange":
+        return _cmd_exchange(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -161,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": lambda: _cmd_status(args, state_dir),
         "reconcile": lambda: _cmd_reconcile(args, config, state_dir),
         "history": lambda: _cmd_history(args, state_dir),
+        "confirm": lambda: _cmd_confirm(args, state_dir),
     }
     try:
         if args.command in ("run", "reconcile"):

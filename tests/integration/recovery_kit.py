@@ -15,20 +15,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
 import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from actors.snapshot import decode_snapshot
 from actors.state import PositionState
-from brokers.base import BrokerEvent, Execution, Order, OrderType, OrderUpdate, Side
+from brokers.base import (
+    BrokerEvent,
+    BrokerPosition,
+    BrokerUnavailable,
+    Capabilities,
+    Execution,
+    Order,
+    OrderType,
+    OrderUpdate,
+    Side,
+)
 from brokers.sim import SimBroker, SimConfig
 from runtime.alerts import Alert
 from runtime.app import App
@@ -40,11 +52,16 @@ from runtime.venues import calendar_of
 __all__ = [
     "PIVOT",
     "SYMBOL",
+    "BlindVenue",
+    "FlakyVenue",
     "GatedVenue",
+    "TimerClock",
     "Trader",
     "closed_trades",
+    "crash_in",
     "executions",
     "open_venue",
+    "open_venue_as",
     "print_bars",
     "reports",
     "stored",
@@ -142,7 +159,11 @@ def sim_config(config: Config, state_dir: Path, *, speed: float = 1.0) -> SimCon
 class GatedVenue(SimBroker):
     """The sim venue behind a slow network: order events wait while ``gate`` is closed."""
 
-    gate: asyncio.Event
+    @functools.cached_property
+    def gate(self) -> asyncio.Event:
+        gate = asyncio.Event()
+        gate.set()
+        return gate
 
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
         async for event in super().events():
@@ -151,33 +172,74 @@ class GatedVenue(SimBroker):
             yield event
 
 
-async def open_venue(
-    config: Config,
-    state_dir: Path,
-    clock: VirtualClock,
-    *,
-    gated: bool = False,
-) -> SimBroker:
-    """Open the venue's book in ``state_dir`` with market time driven by ``clock``."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    cls = GatedVenue if gated else SimBroker
-    venue = await cls.open(
+class BlindVenue(SimBroker):
+    """The sim venue as a broker that reports no positions (a DTC server that sends none)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(reports_positions=False)
+
+    async def positions(self) -> list[BrokerPosition]:
+        await super().positions()  # still fails while unreachable
+        return []
+
+
+class FlakyVenue(SimBroker):
+    """The sim venue whose next ``failures`` position queries fail (a broker API hiccup)."""
+
+    failures = 0
+
+    async def positions(self) -> list[BrokerPosition]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BrokerUnavailable("positions: 503 service unavailable (test control)")
+        return await super().positions()
+
+
+class TimerClock(VirtualClock):
+    """A virtual clock that tells which sleeps are pending, so a test advances it only
+    once the timer it means to fire is armed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asleep: Counter[float] = Counter()
+
+    async def sleep(self, seconds: float) -> None:
+        self.asleep[seconds] += 1
+        try:
+            await super().sleep(seconds)
+        finally:
+            self.asleep[seconds] -= 1
+
+
+_Venue = TypeVar("_Venue", bound=SimBroker)
+
+
+async def open_venue_as(
+    kind: type[_Venue], config: Config, state_dir: Path, clock: VirtualClock
+) -> _Venue:
+    """Open the venue's book in ``state_dir`` as ``kind``, market time driven by ``clock``."""
+    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
+    venue = await kind.open(
         sim_config(config, state_dir),
         calendar=calendar_of(config),
         monotonic=clock.monotonic,
         sleep=clock.sleep,
     )
-    if isinstance(venue, GatedVenue):
-        venue.gate = asyncio.Event()
-        venue.gate.set()
+    assert isinstance(venue, kind)
     return venue
 
 
+async def open_venue(config: Config, state_dir: Path, clock: VirtualClock) -> SimBroker:
+    """Open the venue's book in ``state_dir`` with market time driven by ``clock``."""
+    return await open_venue_as(SimBroker, config, state_dir, clock)
+
+
 async def until(
-    check: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 10.0
+    check: Callable[[], bool | Awaitable[bool]], what: str, within: float = 10.0
 ) -> None:
-    """Poll ``check`` (an observable condition) until it holds; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
+    """Poll ``check`` (an observable condition) until it holds; fail after ``within`` s."""
+    deadline = time.monotonic() + within
     while True:
         result = check()
         if inspect.isawaitable(result):
@@ -185,7 +247,7 @@ async def until(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.005)
 
 
@@ -230,14 +292,18 @@ def _rows(state_dir: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple
 
 def stored(state_dir: Path, symbol: str = SYMBOL) -> PositionState:
     """Return the position state of ``symbol`` as its snapshot in the store holds it."""
-    rows = _rows(state_dir, "SELECT blob, schema_version FROM snapshots WHERE symbol = ?", (symbol,))
+    rows = _rows(
+        state_dir, "SELECT blob, schema_version FROM snapshots WHERE symbol = ?", (symbol,)
+    )
     assert rows, f"no snapshot of {symbol}"
     state, _ = decode_snapshot(bytes(rows[0][0]), int(rows[0][1]), symbol, 1_000_000)
     return state
 
 
 def stored_bars(state_dir: Path, symbol: str = SYMBOL) -> int:
-    rows = _rows(state_dir, "SELECT blob, schema_version FROM snapshots WHERE symbol = ?", (symbol,))
+    rows = _rows(
+        state_dir, "SELECT blob, schema_version FROM snapshots WHERE symbol = ?", (symbol,)
+    )
     _, ring = decode_snapshot(bytes(rows[0][0]), int(rows[0][1]), symbol, 1_000_000)
     return len(ring)
 
@@ -315,6 +381,35 @@ class Trader:
 
 
 # --- the crash scenarios, played by a trader process that is then killed ---------------
+
+_SELF = Path(__file__).resolve()
+_REPO = _SELF.parents[2]
+
+
+async def crash_in(scenario: str, state_dir: Path, profile: Path) -> dict[str, Any]:
+    """Run a trader process until it reached ``scenario``'s state, then SIGKILL it."""
+    log = state_dir.parent / f"{scenario}-trader.log"
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(_SELF),
+            scenario,
+            str(state_dir),
+            str(profile),
+            cwd=_REPO,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(60):
+                line = await proc.stdout.readline()
+        finally:
+            proc.kill()  # SIGKILL: no final checkpoint, no clean close of anything
+            await proc.wait()
+    assert line.startswith(b"READY "), log.read_text(errors="replace")[-3000:]
+    info: dict[str, Any] = json.loads(line[len(b"READY ") :])
+    return info
 
 
 async def warm_up(venue: SimBroker, clock: VirtualClock) -> None:

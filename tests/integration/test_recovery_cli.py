@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from conftest import stalwart
-
 from recovery_kit import (
     OTHER,
     STOP_HIT,
@@ -31,7 +30,13 @@ def _digest(path: Path) -> str:
 
 def _reconcile(profile: Path, state: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     result = stalwart(
-        "reconcile", "--json", "--config", str(profile), "--state-dir", str(state), *extra,
+        "reconcile",
+        "--json",
+        "--config",
+        str(profile),
+        "--state-dir",
+        str(state),
+        *extra,
         check=False,
     )
     assert result.stdout, result.stderr
@@ -52,8 +57,11 @@ async def test_reconcile_exit_codes_and_a_dry_run_that_changes_nothing(tmp_path:
 
     code, fine = _reconcile(profile, state)
     assert code == 0, fine
-    assert fine["mode"] == "manual" and fine["broker_reachable"] and not fine["dry_run"]
-    assert fine["critical_issues"] == [] and fine["zombies"] == fine["orphans"] == []
+    assert fine["mode"] == "manual"
+    assert fine["broker_reachable"]
+    assert not fine["dry_run"]
+    assert fine["critical_issues"] == []
+    assert fine["zombies"] == fine["orphans"] == []
 
     # While the trader is down: the stop fills, and someone buys the other symbol by hand.
     async with outside(config, state) as venue:
@@ -66,7 +74,8 @@ async def test_reconcile_exit_codes_and_a_dry_run_that_changes_nothing(tmp_path:
     code, dry = _reconcile(profile, state, "--dry-run")
     assert code == 1, "an orphan is critical"
     assert dry["dry_run"] is True
-    assert dry["orphans"] == [OTHER] and f"orphan {OTHER}" in dry["critical_issues"]
+    assert dry["orphans"] == [OTHER]
+    assert f"orphan {OTHER}" in dry["critical_issues"]
     assert dry["replayed_fills"] == 1, "the stop's fill would be replayed"
     assert dry["zombies"] == [], "so the position is not guessed closed"
     assert dry["actions"] == []
@@ -76,7 +85,8 @@ async def test_reconcile_exit_codes_and_a_dry_run_that_changes_nothing(tmp_path:
 
     code, real = _reconcile(profile, state)
     assert code == 1
-    assert real["orphans"] == [OTHER] and real["replayed_fills"] == 1
+    assert real["orphans"] == [OTHER]
+    assert real["replayed_fills"] == 1
     assert _digest(store) != before
     (trade,) = closed_trades(state)
     assert (trade["exit_reason"], trade["exit_price"]) == ("stop", fill.price)
@@ -88,7 +98,12 @@ def test_reconcile_usage_and_config_errors_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[recovery]\norphan_policy = "ignore"\n')
     result = stalwart(
-        "reconcile", "--json", "--config", str(bad), "--state-dir", str(tmp_path / "s"),
+        "reconcile",
+        "--json",
+        "--config",
+        str(bad),
+        "--state-dir",
+        str(tmp_path / "s"),
         check=False,
     )
     assert result.returncode == 2

@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from recovery_kit import (
-    OTHER,
     STOP_HIT,
     SYMBOL,
+    FlakyVenue,
+    GatedVenue,
+    TimerClock,
     Trader,
     break_out,
     closed_trades,
     executions,
     holding,
     open_venue,
+    open_venue_as,
     outside,
     position,
     print_bars,
@@ -33,7 +36,7 @@ from recovery_kit import (
 )
 
 from actors.messages import GetState
-from actors.state import ExitReason, Origin
+from actors.state import ExitReason
 from brokers.base import Side
 from runtime.actor import Lifecycle
 from runtime.alerts import Severity
@@ -61,7 +64,8 @@ async def test_broker_unreachable_at_boot_degrades_then_reconciles_when_it_retur
     venue.refuse_connections(30.0)
     async with Trader(config, state, venue) as trader:
         # Degraded: actors restored from the store, suspended, nothing reconciled or sent.
-        assert trader.app.degraded and _run_state(state) == "degraded"
+        assert trader.app.degraded
+        assert _run_state(state) == "degraded"
         degraded = [a for a in trader.alerts if a.kind == "degraded"]
         assert [a.severity for a in degraded] == [Severity.CRITICAL]
         assert trader.actor_state().qty == 100.0
@@ -74,8 +78,10 @@ async def test_broker_unreachable_at_boot_degrades_then_reconciles_when_it_retur
         assert await position(venue) == 0.0
 
     reconnect = reports(state)[-1]
-    assert reconnect["mode"] == "reconnect" and reconnect["broker_reachable"]
-    assert reconnect["replayed_fills"] == 1 and reconnect["zombies"] == []
+    assert reconnect["mode"] == "reconnect"
+    assert reconnect["broker_reachable"]
+    assert reconnect["replayed_fills"] == 1
+    assert reconnect["zombies"] == []
     (trade,) = closed_trades(state)
     assert (trade["exit_reason"], trade["exit_price"]) == (ExitReason.STOP.value, fill.price)
     assert trade["entry_price"] == entry.price
@@ -106,7 +112,8 @@ async def test_disconnect_mid_session_suspends_reconciles_resumes_and_loses_no_f
         assert all(a.lifecycle is Lifecycle.RUNNING for a in trader.app.actors.values())
         reconnect = reports(state)[-1]
         assert reconnect["mode"] == "reconnect"
-        assert reconnect["replayed_fills"] == 1 and reconnect["zombies"] == []
+        assert reconnect["replayed_fills"] == 1
+        assert reconnect["zombies"] == []
         assert fill.exec_id in executions(state), "the fill the stream lost is stored"
         (trade,) = closed_trades(state)
         assert (trade["exit_reason"], trade["exit_price"]) == ("stop", fill.price)
@@ -115,7 +122,8 @@ async def test_disconnect_mid_session_suspends_reconciles_resumes_and_loses_no_f
         # Resumed: the next break of the pivot trades (the second attempt of the day).
         await print_bars(venue, clock, 1)
         await break_out(trader, venue, clock)
-        assert await position(venue) == 100.0 and len(await stops(venue)) == 1
+        assert await position(venue) == 100.0
+        assert len(await stops(venue)) == 1
     alerts = [(a.kind, a.severity) for a in trader.alerts if a.kind == "degraded"]
     assert alerts == [("degraded", Severity.CRITICAL), ("degraded", Severity.INFO)]
 
@@ -123,10 +131,10 @@ async def test_disconnect_mid_session_suspends_reconciles_resumes_and_loses_no_f
 async def test_a_racing_fill_is_not_healed_by_a_periodic_run(tmp_path: Path) -> None:
     _, config = write_profile(tmp_path, periodic_s=60.0)
     state = tmp_path / "state"
-    wall = VirtualClock()
+    wall = TimerClock()
     clock = VirtualClock()
-    venue = await open_venue(config, state, clock, gated=True)
-    gate = venue.gate  # type: ignore[attr-defined]
+    venue = await open_venue_as(GatedVenue, config, state, clock)
+    gate = venue.gate
     await warm_up(venue, clock)
     async with Trader(config, state, venue, wall=wall) as trader:
         await break_out(trader, venue, clock)
@@ -134,6 +142,7 @@ async def test_a_racing_fill_is_not_healed_by_a_periodic_run(tmp_path: Path) -> 
 
         async def periodic() -> dict[str, Any]:
             nonlocal runs
+            await until(lambda: wall.asleep[60.0] > 0, "the periodic timer armed")
             await wall.advance(60.0)
             await until(lambda: len(reports(state)) > runs, "a periodic run")
             runs = len(reports(state))
@@ -145,7 +154,8 @@ async def test_a_racing_fill_is_not_healed_by_a_periodic_run(tmp_path: Path) -> 
         gate.clear()
         hand = await venue.hand_trade(SYMBOL, Side.SELL, 40.0)
         first = await periodic()
-        assert first["drifts"] == [] and first["critical_issues"] == []
+        assert first["drifts"] == []
+        assert first["critical_issues"] == []
         assert [(a["symbol"], a["action"]) for a in first["actions"]] == [(SYMBOL, "pending")]
         assert trader.actor_state().qty == 100.0, "not overridden on one sighting"
 
@@ -168,3 +178,26 @@ async def test_a_racing_fill_is_not_healed_by_a_periodic_run(tmp_path: Path) -> 
         assert trader.actor_state().qty == 50.0
         assert [o.qty for o in await stops(venue)] == [50.0]
         gate.set()
+
+
+async def test_a_reconnect_whose_queries_fail_is_retried_until_reconciled(tmp_path: Path) -> None:
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    venue = await open_venue_as(FlakyVenue, config, state, VirtualClock())
+    async with Trader(config, state, venue) as trader:
+        runs = len(reports(state))
+        venue.failures = 2  # the broker takes the connection back but its API still fails
+        await venue.drop_connection()
+        await until(
+            lambda: len(reports(state)) >= runs + 3 and not trader.app.degraded,
+            "the reconnect to be reconciled at last",
+        )
+        assert all(a.lifecycle is Lifecycle.RUNNING for a in trader.app.actors.values())
+    after = reports(state)[runs:]
+    assert [(r["mode"], r["broker_reachable"]) for r in after] == [
+        ("reconnect", False),
+        ("reconnect", False),
+        ("reconnect", True),
+    ]
+    assert after[-1]["critical_issues"] == []

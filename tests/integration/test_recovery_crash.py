@@ -9,20 +9,16 @@ started on the same files and must recover from the store and the venue alone.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from recovery_kit import (
     PIVOT,
     STOP_HIT,
     SYMBOL,
     Trader,
-    break_out,
     closed_trades,
+    crash_in,
     executions,
     open_venue,
     position,
@@ -40,35 +36,6 @@ from brokers.base import Side
 from brokers.sim import read_book
 from runtime.clock import VirtualClock
 from runtime.config import Config
-
-KIT = Path(__file__).resolve().parent / "recovery_kit.py"
-REPO = Path(__file__).resolve().parents[2]
-
-
-async def crash_in(scenario: str, state_dir: Path, profile: Path) -> dict[str, Any]:
-    """Run a trader process until it reached ``scenario``'s state, then SIGKILL it."""
-    log = state_dir.parent / f"{scenario}-trader.log"
-    with log.open("wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(KIT),
-            scenario,
-            str(state_dir),
-            str(profile),
-            cwd=REPO,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-        )
-        assert proc.stdout is not None
-        try:
-            async with asyncio.timeout(60):
-                line = await proc.stdout.readline()
-        finally:
-            proc.kill()  # SIGKILL: no final checkpoint, no clean close of anything
-            await proc.wait()
-    assert line.startswith(b"READY "), log.read_text(errors="replace")[-3000:]
-    info: dict[str, Any] = json.loads(line[len(b"READY ") :])
-    return info
 
 
 def _profile(tmp_path: Path) -> tuple[Path, Config, Path]:
@@ -92,7 +59,8 @@ async def test_crash_with_open_position_recovers_it_with_its_stop_active(tmp_pat
     after = stored(state)
 
     assert len(resting) == 1, resting
-    assert resting[0].qty == 100.0 and resting[0].side is Side.SELL
+    assert resting[0].qty == 100.0
+    assert resting[0].side is Side.SELL
     assert held.qty == after.qty == 100.0
     assert after.stop is not None
     assert after.stop.order_id == resting[0].order_id
@@ -103,9 +71,11 @@ async def test_crash_with_open_position_recovers_it_with_its_stop_active(tmp_pat
         (after.stop.client_order_id, resting[0].order_id)
     ]
     book = read_book(state / "sim-venue.book")
-    assert book is not None and len(book.executions) == fills_before, "no re-entry"
+    assert book is not None
+    assert len(book.executions) == fills_before, "no re-entry"
     boot = reports(state)[-1]
-    assert boot["mode"] == "boot" and boot["critical_issues"] == []
+    assert boot["mode"] == "boot"
+    assert boot["critical_issues"] == []
     assert boot["zombies"] == boot["orphans"] == boot["drifts"] == boot["unprotected"] == []
 
 
@@ -174,7 +144,8 @@ async def test_stop_filled_while_down_closes_the_trade_at_that_fill(tmp_path: Pa
     venue = await open_venue(config, state, VirtualClock())
     (fill,) = await venue.set_price(SYMBOL, STOP_HIT)
     await venue.close()
-    assert fill.side is Side.SELL and fill.qty == 100.0
+    assert fill.side is Side.SELL
+    assert fill.qty == 100.0
 
     venue = await open_venue(config, state, VirtualClock())
     async with Trader(config, state, venue):
@@ -188,11 +159,14 @@ async def test_stop_filled_while_down_closes_the_trade_at_that_fill(tmp_path: Pa
     assert trade["realized_pnl"] == (fill.price - info["entry_price"]) * 100.0
     assert fill.exec_id in executions(state)
     after = stored(state)
-    assert after.is_flat and after.stop is None and after.intents == ()
+    assert after.is_flat
+    assert after.stop is None
+    assert after.intents == ()
     boot = reports(state)[-1]
     assert boot["mode"] == "boot"
     assert boot["replayed_fills"] == 1
-    assert boot["zombies"] == [] and boot["critical_issues"] == []
+    assert boot["zombies"] == []
+    assert boot["critical_issues"] == []
 
 
 async def test_store_from_a_previous_trading_day_resets_day_fields_and_keeps_the_position(
@@ -201,7 +175,8 @@ async def test_store_from_a_previous_trading_day_resets_day_fields_and_keeps_the
     profile, config, state = _profile(tmp_path)
     await crash_in("stopped_then_open", state, profile)
     before = stored(state)
-    assert before.qty == 100.0 and before.trades_today == 1
+    assert before.qty == 100.0
+    assert before.trades_today == 1
     assert before.realized_pnl_today < 0
     assert before.attempts_for(before.trading_day, PIVOT, Side.BUY) == 2
 
@@ -223,8 +198,11 @@ async def test_store_from_a_previous_trading_day_resets_day_fields_and_keeps_the
     assert today > before.trading_day
     assert after.trading_day == today
     assert after.attempts == {}
-    assert after.realized_pnl_today == 0.0 and after.trades_today == 0
-    assert after.qty == 100.0 and after.avg_price == before.avg_price
-    assert after.stop is not None and len(resting) == 1
+    assert after.realized_pnl_today == 0.0
+    assert after.trades_today == 0
+    assert after.qty == 100.0
+    assert after.avg_price == before.avg_price
+    assert after.stop is not None
+    assert len(resting) == 1
     assert after.stop.order_id == resting[0].order_id
     assert after.entries == before.entries, "the position's own metadata is kept"

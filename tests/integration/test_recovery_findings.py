@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_recovery_crash import crash_in
-
 from recovery_kit import (
     OTHER,
     SYMBOL,
     Trader,
     closed_trades,
+    crash_in,
     executions,
     holding,
     open_venue,
@@ -126,10 +125,12 @@ async def test_drift_from_a_partial_hand_sell_lets_the_broker_quantity_win(
             "broker_avg": entry.price,
         }
     ]
-    assert after.qty == 60.0 and after.avg_price == entry.price
+    assert after.qty == 60.0
+    assert after.avg_price == entry.price
     assert [a.symbol for a in trader.alerts if a.kind == "drift"] == [SYMBOL]
-    assert len(resting) == 1 and resting[0].qty == 60.0, "the stop covers what is held"
-    assert after.stop is not None and after.stop.qty == 60.0
+    assert [o.qty for o in resting] == [60.0], "the stop covers what is held"
+    assert after.stop is not None
+    assert after.stop.qty == 60.0
 
 
 async def test_unprotected_stop_is_restored_once_not_twice_across_two_restarts(
@@ -155,13 +156,16 @@ async def test_unprotected_stop_is_restored_once_not_twice_across_two_restarts(
         resting = await stops(venue)
     second = reports(state)[-1]
 
-    assert second["unprotected"] == [] and second["actions"] == []
+    assert second["unprotected"] == []
+    assert second["actions"] == []
     assert not [a for a in trader.alerts if a.kind == "unprotected"]
-    assert len(resting) == 1 and resting[0].stop_price == stop_price
+    assert len(resting) == 1
+    assert resting[0].stop_price == stop_price
     assert resting[0].qty == 100.0
     book = read_book(state / "sim-venue.book")
     assert book is not None
     placed = [o for o in book.orders.values() if o.symbol == SYMBOL and o.type.value == "stop"]
     assert len(placed) == 2, "the original stop and one restore"
     after = stored(state)
-    assert after.stop is not None and after.stop.order_id == resting[0].order_id
+    assert after.stop is not None
+    assert after.stop.order_id == resting[0].order_id
