@@ -286,7 +286,6 @@ class PositionActor(Actor[PositionMsg]):
 
     async def _checkpoint(self, force: bool) -> None:
         if force or self._dirty:
-            failpoint("mid_checkpoint")
             await self._commit(self.state, [])
 
     def _adopt(self, state: PositionState) -> None:

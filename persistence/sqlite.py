@@ -81,6 +81,7 @@ async def open_store(
     force_account: bool = False,
     backups_keep: int = 5,
     now: Callable[[], datetime] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> SqliteStore:
     """Open (or create) the store of ``account_id`` at ``path`` and start its writer.
 
@@ -88,6 +89,8 @@ async def open_store(
     to ``<name>.corrupt-<UTC timestamp>`` and replaced by an empty store, and
     the finding is in ``store.open_findings`` for the caller to alert on.
     ``now`` stamps quarantines and file names (default: the wall clock, UTC).
+    ``before_commit`` runs inside every write transaction, after its statements
+    and before ``COMMIT`` (the chaos harness's "mid-transaction" failpoint).
 
     Raise ``StoreError`` when the file cannot be opened, is a foreign SQLite
     database, has a newer schema than this code, or belongs to another account
@@ -117,6 +120,7 @@ async def open_store(
         backups_keep=backups_keep,
         now=clock,
         open_findings=findings,
+        before_commit=before_commit,
     )
     store._writer.start()
     return store
@@ -140,12 +144,13 @@ class SqliteStore:
         backups_keep: int,
         now: Callable[[], datetime],
         open_findings: list[str],
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
         self._path = path
         self._account_id = account_id
         self._write_conn = writer
         self._reader = reader
-        self._writer = GroupCommitWriter(writer, path=path)
+        self._writer = GroupCommitWriter(writer, path=path, before_commit=before_commit)
         self._backups_keep = backups_keep
         self._now = now
         self._state = _Lifecycle.OPEN

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -72,9 +72,15 @@ class GroupCommitWriter:
     """
 
     def __init__(
-        self, conn: aiosqlite.Connection, *, path: Path, max_pending: int = 10_000
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        path: Path,
+        max_pending: int = 10_000,
+        before_commit: Callable[[], None] | None = None,
     ) -> None:
         self._conn = conn
+        self._before_commit = before_commit
         self._path = path
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue(max_pending)
         self._task: asyncio.Task[None] | None = None
@@ -170,6 +176,8 @@ class GroupCommitWriter:
             duplicates = await self._duplicates(group)
             for sql, rows in _runs(group):
                 await self._conn.executemany(sql, rows)
+            if self._before_commit is not None:
+                self._before_commit()
             await self._conn.execute("COMMIT")
         except BaseException as exc:
             await self._rollback()

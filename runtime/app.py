@@ -44,6 +44,7 @@ from runtime.actor import ActorStopped, Lifecycle
 from runtime.alerts import Alert, AlertSink, Severity, log_alert
 from runtime.clock import Clock, FunctionClock, RealClock
 from runtime.config import Config, WatchItem
+from runtime.failpoint import failpoint
 from runtime.runstate import RunState, write_run_state
 from runtime.supervision import Supervisor
 from runtime.venues import calendar_of, make_broker
@@ -174,7 +175,9 @@ class App:
         self.calendar = calendar_of(cfg)
         connected = await self._connect(broker)
         store = await open_store(
-            self.state_dir / f"{_safe(broker.account_id)}.db", broker.account_id
+            self.state_dir / f"{_safe(broker.account_id)}.db",
+            broker.account_id,
+            before_commit=lambda: failpoint("mid_checkpoint"),
         )
         for finding in store.open_findings:
             self.alert(Alert("store", Severity.CRITICAL, finding, self.wall.now()))

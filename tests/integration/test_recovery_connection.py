@@ -146,7 +146,7 @@ async def test_a_racing_fill_is_not_healed_by_a_periodic_run(tmp_path: Path) -> 
             await wall.advance(60.0)
             await until(lambda: len(reports(state)) > runs, "a periodic run")
             runs = len(reports(state))
-            report = reports(state)[-1]
+            report: dict[str, Any] = reports(state)[-1]
             assert report["mode"] == "periodic"
             return report
 
