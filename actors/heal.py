@@ -193,11 +193,14 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     if plan.finding is Finding.ORPHAN and msg.orphan_mode == "flatten":
         await actor._flatten("flatten")
         actions.append("flatten sent")
-    if plan.finding is Finding.DRIFT and actor.state.stop is not None:
+    if actor.state.stop is not None and not actor.state.is_flat:
+        # After a drift, or a kill between moving the stop for a partial and the
+        # partial's fill: the stop must cover exactly the position, never more or less.
+        before = actor.state.stop.qty
         await actor.desk.resize_stop(recovering=True)
         stop = actor.state.stop
-        if stop is not None and abs(stop.qty - abs(actor.state.qty)) < 1e-9:
-            actions.append(f"stop resized to {stop.qty}")
+        if stop is not None and stop.qty != before and abs(stop.qty - abs(actor.state.qty)) < 1e-9:
+            actions.append(f"stop resized {before} -> {stop.qty}")
     if plan.unprotected and abs(actor.state.qty) > 0 and actor.state.stop is None:
         actions.extend(await _protect(actor, msg, old_stop_price))
     if unverified:

@@ -108,7 +108,12 @@ def main(path: str) -> None:
     engine.dispose()
     print(
         json.dumps(
-            {"bars": len(records), "counted": counted, "seconds": seconds, "version": nt.__version__}
+            {
+                "bars": len(records),
+                "counted": counted,
+                "seconds": seconds,
+                "version": nt.__version__,
+            }
         )
     )
 

@@ -86,7 +86,7 @@ async def _queues(session: Session) -> float:
 
     async def consume(j: int) -> None:
         q = queues[j]
-        while (item := await q.get()) is not None:
+        while await q.get() is not None:
             counts[j] += 1
 
     fresh_heap()

@@ -16,6 +16,7 @@ flushed and fsynced, then renamed over the state file (atomic, durable).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -58,7 +59,7 @@ from runtime.actor import ActorStopped
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
-__all__ = ["run"]
+__all__ = ["json_state", "run"]
 
 NAME = "checkpoint"
 
@@ -138,7 +139,7 @@ async def _checkpoints(
     Each pair: the baseline ``json.dump`` (blocking; nothing else runs), then a
     checkpoint of every actor.
     """
-    state = _json_state(members)
+    state = json_state(members)
     json_path = workdir / "state.json"
     venue = InstantVenue()
     venue.market_time = last_open + timedelta(seconds=BAR_SECONDS)
@@ -151,7 +152,8 @@ async def _checkpoints(
             await sup.start_all(actors)
             for actor, member in zip(actors, members, strict=True):
                 actor.state, actor.bars = member.held.state, ring_of(member)
-            await _checkpoint_all(actors, store)  # the store holds every snapshot, as in a session
+            # The store holds every snapshot (an earlier checkpoint), as in a session.
+            await _checkpoint_all(actors, store, force=True)
             monitor = LagMonitor()
             for k in range(runs):
                 bar_ts = last_open + timedelta(seconds=BAR_SECONDS * (k + 1))
@@ -177,20 +179,20 @@ async def _checkpoints(
     return out
 
 
-async def _checkpoint_all(actors: list[PositionActor], store: _CountingStore) -> float:
+async def _checkpoint_all(
+    actors: list[PositionActor], store: _CountingStore, *, force: bool = False
+) -> float:
     """Checkpoint every actor as ``runtime.app`` does; return the seconds until all committed."""
     store.arm(len(actors))
     t0 = time.perf_counter()
     for actor in actors:
-        try:
-            await actor.tell(Checkpoint(force=False))
-        except ActorStopped:
-            pass
+        with contextlib.suppress(ActorStopped):
+            await actor.tell(Checkpoint(force=force))
     await store.done.wait()
     return time.perf_counter() - t0
 
 
-def _json_state(members: list[Member]) -> dict[str, Any]:
+def json_state(members: list[Member]) -> dict[str, Any]:
     """Return the state of every symbol as a bot keeps it: plain dicts and lists."""
     state: dict[str, Any] = {}
     for m in members:
@@ -258,4 +260,3 @@ def run(settings: Settings) -> list[Result]:
             met=lambda _v, r: r is not None and r <= 0.2,
         ),
     ]
-

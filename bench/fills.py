@@ -99,7 +99,9 @@ async def _burst(workdir: Path, fills: int, seed: int) -> list[float]:
         for i, symbol in enumerate(names):
             ring = full_ring(symbol, start - timedelta(minutes=1), seed * 1000 + i)
             state = _entry_in_flight(symbol, _PIECE * per_symbol, start)
-            row = SnapshotRow(symbol, encode_snapshot(state, ring), SCHEMA_VERSION, state.seq, start)
+            row = SnapshotRow(
+                symbol, encode_snapshot(state, ring), SCHEMA_VERSION, state.seq, start
+            )
             actors.append(PositionActor(symbol, ctx, row))
         async with Supervisor(name="bench-fills") as sup:
             await sup.start_all(actors)
@@ -133,9 +135,7 @@ async def _burst(workdir: Path, fills: int, seed: int) -> list[float]:
                     due = min(fills, int((loop.time() - t_start) * _RATE) + 1)
                     while sent < due:
                         ex = executions[sent]
-                        group.create_task(
-                            deliver(actors[sent % _SYMBOLS], ex, time.perf_counter())
-                        )
+                        group.create_task(deliver(actors[sent % _SYMBOLS], ex, time.perf_counter()))
                         sent += 1
                     await asyncio.sleep(1.0 / _RATE)
     finally:

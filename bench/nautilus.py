@@ -151,4 +151,3 @@ def result(
         met=lambda _v, r: r is not None and r >= 5.0,
         digits=0,
     )
-

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import stalwart
-from recovery_kit import (
+from brokers.base import Side
+from brokers.sim import read_book
+from tests.integration.recovery_kit import (
     OTHER,
     STOP_HIT,
     SYMBOL,
@@ -19,9 +20,7 @@ from recovery_kit import (
     store_path,
     write_profile,
 )
-
-from brokers.base import Side
-from brokers.sim import read_book
+from tests.integration.session_kit import stalwart
 
 
 def _digest(path: Path) -> str:

@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recovery_kit import (
+from actors.messages import GetState
+from actors.state import ExitReason
+from brokers.base import Side
+from runtime.actor import Lifecycle
+from runtime.alerts import Severity
+from runtime.clock import VirtualClock
+from runtime.runstate import read_run_state
+from tests.integration.recovery_kit import (
     STOP_HIT,
     SYMBOL,
     FlakyVenue,
@@ -34,14 +41,6 @@ from recovery_kit import (
     warm_up,
     write_profile,
 )
-
-from actors.messages import GetState
-from actors.state import ExitReason
-from brokers.base import Side
-from runtime.actor import Lifecycle
-from runtime.alerts import Severity
-from runtime.clock import VirtualClock
-from runtime.runstate import read_run_state
 
 
 def _run_state(state: Path) -> str:

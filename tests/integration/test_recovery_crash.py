@@ -12,7 +12,13 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from recovery_kit import (
+from actors.messages import GetState
+from actors.state import ExitReason
+from brokers.base import Side
+from brokers.sim import read_book
+from runtime.clock import VirtualClock
+from runtime.config import Config
+from tests.integration.recovery_kit import (
     PIVOT,
     STOP_HIT,
     SYMBOL,
@@ -29,13 +35,6 @@ from recovery_kit import (
     until,
     write_profile,
 )
-
-from actors.messages import GetState
-from actors.state import ExitReason
-from brokers.base import Side
-from brokers.sim import read_book
-from runtime.clock import VirtualClock
-from runtime.config import Config
 
 
 def _profile(tmp_path: Path) -> tuple[Path, Config, Path]:

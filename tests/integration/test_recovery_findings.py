@@ -10,7 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from recovery_kit import (
+
+from actors.state import ExitReason, Mode, Origin
+from brokers.base import Side
+from brokers.sim import read_book
+from runtime.alerts import Severity
+from runtime.clock import VirtualClock
+from tests.integration.recovery_kit import (
     OTHER,
     SYMBOL,
     Trader,
@@ -27,12 +33,6 @@ from recovery_kit import (
     until,
     write_profile,
 )
-
-from actors.state import ExitReason, Mode, Origin
-from brokers.base import Side
-from brokers.sim import read_book
-from runtime.alerts import Severity
-from runtime.clock import VirtualClock
 
 
 async def test_zombie_closed_by_hand_while_down_is_closed_externally(tmp_path: Path) -> None:

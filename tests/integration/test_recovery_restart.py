@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from recovery_kit import (
+
+from actors.bars import BarRing
+from actors.state import PositionState
+from actors.strategy import Action, PivotBreakout, Session
+from brokers.base import Bar
+from runtime.actor import Lifecycle
+from runtime.clock import VirtualClock
+from tests.integration.recovery_kit import (
     SYMBOL,
     Trader,
     holding,
@@ -22,13 +29,6 @@ from recovery_kit import (
     until,
     write_profile,
 )
-
-from actors.bars import BarRing
-from actors.state import PositionState
-from actors.strategy import Action, PivotBreakout, Session
-from brokers.base import Bar
-from runtime.actor import Lifecycle
-from runtime.clock import VirtualClock
 
 
 async def test_a_restarted_actor_is_reconciled_before_it_trades_again(

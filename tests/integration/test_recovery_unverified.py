@@ -12,8 +12,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from conftest import stalwart
-from recovery_kit import (
+from actors.messages import GetState
+from brokers.sim import SimBroker
+from runtime.clock import VirtualClock
+from tests.integration.recovery_kit import (
     OTHER,
     PIVOT,
     SYMBOL,
@@ -28,10 +30,7 @@ from recovery_kit import (
     until,
     write_profile,
 )
-
-from actors.messages import GetState
-from brokers.sim import SimBroker
-from runtime.clock import VirtualClock
+from tests.integration.session_kit import stalwart
 
 
 async def _fills(venue: SimBroker) -> int:

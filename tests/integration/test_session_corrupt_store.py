@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import Session, status, wait_for
-
 from brokers.sim import read_book
+from tests.integration.session_kit import Session, status, wait_for
 
 
 def _holding(state_dir: Path) -> bool:

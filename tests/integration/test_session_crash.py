@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Session, stalwart, status, wait_for
 
 from brokers.base import OrderType
 from brokers.sim import read_book
 from brokers.sim.engine import open_orders
+from tests.integration.session_kit import Session, stalwart, status, wait_for
 
 
 def _store_path(state_dir: Path) -> Path:

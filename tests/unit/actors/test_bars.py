@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
-from _actor_kit import SYMBOL, at, bar, ring_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.bars import BarRing
 from brokers.base import Bar
+from tests.unit.actors._actor_kit import SYMBOL, at, bar, ring_of
 
 HEADER = struct.Struct("<III")
 SLOT_BYTES = 6 * 8  # ts, open, high, low, close, volume as doubles

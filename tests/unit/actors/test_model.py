@@ -6,7 +6,17 @@ import math
 
 import msgspec
 import pytest
-from _actor_kit import (
+
+from actors import model
+from actors.state import (
+    ClosedTrade,
+    ExitReason,
+    IntentKind,
+    PartialExit,
+    StopOrder,
+)
+from brokers.base import Execution, OrderType, Side
+from tests.unit.actors._actor_kit import (
     DAY,
     OPEN,
     SYMBOL,
@@ -22,16 +32,6 @@ from _actor_kit import (
     sell,
     short_position,
 )
-
-from actors import model
-from actors.state import (
-    ClosedTrade,
-    ExitReason,
-    IntentKind,
-    PartialExit,
-    StopOrder,
-)
-from brokers.base import Execution, OrderType, Side
 
 # -- fills ------------------------------------------------------------------------------
 

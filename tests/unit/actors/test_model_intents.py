@@ -7,7 +7,17 @@ from datetime import date, timedelta
 
 import msgspec
 import pytest
-from _actor_kit import (
+
+from actors import model
+from actors.state import (
+    IntentKind,
+    Mode,
+    PositionState,
+    StopOrder,
+    attempt_key,
+)
+from brokers.base import OrderType, Side
+from tests.unit.actors._actor_kit import (
     ACCOUNT,
     DAY,
     MAX_ATTEMPTS,
@@ -23,16 +33,6 @@ from _actor_kit import (
     sell,
     short_position,
 )
-
-from actors import model
-from actors.state import (
-    IntentKind,
-    Mode,
-    PositionState,
-    StopOrder,
-    attempt_key,
-)
-from brokers.base import OrderType, Side
 
 # -- client order ids and intents ---------------------------------------------------------
 

@@ -13,13 +13,20 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 import msgspec
-from _actor_kit import ACCOUNT, DAY, MAX_ATTEMPTS, SYMBOL, execution, position_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors import model
 from actors.state import IntentKind, PositionState
 from brokers.base import Execution, Side
+from tests.unit.actors._actor_kit import (
+    ACCOUNT,
+    DAY,
+    MAX_ATTEMPTS,
+    SYMBOL,
+    execution,
+    position_state,
+)
 
 PIVOTS = (99.5, 101.25)
 

@@ -6,7 +6,14 @@ import math
 
 import msgspec
 import pytest
-from _actor_kit import (
+
+from actors import model
+from actors.state import (
+    ExitReason,
+    Mode,
+    Origin,
+)
+from tests.unit.actors._actor_kit import (
     DAY,
     SYMBOL,
     apply_all,
@@ -17,13 +24,6 @@ from _actor_kit import (
     only_trade,
     position_state,
     sell,
-)
-
-from actors import model
-from actors.state import (
-    ExitReason,
-    Mode,
-    Origin,
 )
 
 # -- bars, levels, broker overrides ---------------------------------------------------------

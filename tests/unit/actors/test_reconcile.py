@@ -5,7 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from _actor_kit import (
+
+from actors import model
+from actors.reconcile import Finding, plan_symbol
+from actors.state import PositionState, StopOrder
+from brokers.base import BrokerPosition, Order, OrderStatus, OrderType, Side
+from tests.unit.actors._actor_kit import (
     DAY,
     OPEN,
     broker_position,
@@ -14,11 +19,6 @@ from _actor_kit import (
     position_state,
     short_position,
 )
-
-from actors import model
-from actors.reconcile import Finding, plan_symbol
-from actors.state import PositionState, StopOrder
-from brokers.base import BrokerPosition, Order, OrderStatus, OrderType, Side
 
 
 @pytest.mark.parametrize(

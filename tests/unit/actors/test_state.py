@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from _actor_kit import ACCOUNT, DAY, OPEN, SYMBOL, bar, long_position, position_state, sell
 
 from actors import model
 from actors.state import (
@@ -17,6 +16,16 @@ from actors.state import (
     attempt_key,
 )
 from brokers.base import Side
+from tests.unit.actors._actor_kit import (
+    ACCOUNT,
+    DAY,
+    OPEN,
+    SYMBOL,
+    bar,
+    long_position,
+    position_state,
+    sell,
+)
 
 
 def busy_state() -> PositionState:

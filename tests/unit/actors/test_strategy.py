@@ -4,17 +4,6 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from _actor_kit import (
-    DAY,
-    SESSION,
-    bar,
-    flat_bars,
-    long_position,
-    position_state,
-    ring_of,
-    sell,
-    short_position,
-)
 
 from actors import model
 from actors.state import IntentKind, Mode, PositionState, attempt_key
@@ -29,6 +18,17 @@ from actors.strategy import (
     StrategyParams,
 )
 from brokers.base import Bar, Side
+from tests.unit.actors._actor_kit import (
+    DAY,
+    SESSION,
+    bar,
+    flat_bars,
+    long_position,
+    position_state,
+    ring_of,
+    sell,
+    short_position,
+)
 
 R, S = 101.0, 99.0
 LEVELS = {"resistance": R, "support": S}

@@ -12,7 +12,6 @@ from datetime import date, datetime, timedelta
 
 import msgspec
 import pytest
-from _actor_kit import CLOSE, DAY, OPEN, SYMBOL, at, bar, execution, flat_bars, position_state
 
 from actors import model
 from actors.bars import BarRing
@@ -30,6 +29,17 @@ from actors.strategy import (
     StrategyParams,
 )
 from brokers.base import Bar, OrderType, Side
+from tests.unit.actors._actor_kit import (
+    CLOSE,
+    DAY,
+    OPEN,
+    SYMBOL,
+    at,
+    bar,
+    execution,
+    flat_bars,
+    position_state,
+)
 
 R, S = 101.0, 90.0
 PARAMS = StrategyParams(resistance=R, support=S)

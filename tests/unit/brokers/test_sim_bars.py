@@ -6,10 +6,10 @@ import itertools
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from _sim_kit import CALENDAR, DAY, bar_slot, generator
 
 from brokers.base import Bar
 from brokers.sim import BarGenerator
+from tests.unit.brokers._sim_kit import CALENDAR, DAY, bar_slot, generator
 
 FIVE = ["AAPL", "MSFT", "NVDA", "AMD", "TSLA"]
 

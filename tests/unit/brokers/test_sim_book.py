@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
-from _sim_kit import OPEN, open_sim, pure_book, sim_config
 
 from brokers.base import Side
 from brokers.sim import BookError, SimConfig, engine, read_book
 from brokers.sim.book import decode_book, encode_book, write_book
 from runtime.clock import VirtualClock
+from tests.unit.brokers._sim_kit import OPEN, open_sim, pure_book, sim_config
 
 
 def test_round_trip_keeps_everything(tmp_path: Path) -> None:

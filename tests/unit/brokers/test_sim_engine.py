@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
-from _sim_kit import OPEN, bar_slot, generator, limit, market, pure_book, stop
 
 from brokers.base import (
     Bar,
@@ -21,6 +20,7 @@ from brokers.base import (
     Side,
 )
 from brokers.sim import engine
+from tests.unit.brokers._sim_kit import OPEN, bar_slot, generator, limit, market, pure_book, stop
 
 NOW = OPEN
 NO_LATENCY = timedelta(0)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _sim_kit import CALENDAR, OPEN
 from hypothesis import given
 from hypothesis import strategies as st
 
 from brokers.sim import MarketClock
 from brokers.sim.market import advance, regular_seconds_between, session_floor
+from tests.unit.brokers._sim_kit import CALENDAR, OPEN
 
 FRIDAY_CLOSE = datetime(2026, 1, 9, 21, 0, tzinfo=UTC)  # 16:00 New York
 MONDAY_OPEN = datetime(2026, 1, 12, 14, 30, tzinfo=UTC)

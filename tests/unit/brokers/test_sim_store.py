@@ -5,11 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _sim_kit import OPEN, market, on_disk, pure_book, sim_config, start_venue, stop_venue
 
 from brokers.base import BrokerError, BrokerEvent, OrderRejected, Side
 from brokers.sim import Book, engine, read_book
 from brokers.sim.store import DurableBook
+from tests.unit.brokers._sim_kit import (
+    OPEN,
+    market,
+    on_disk,
+    pure_book,
+    sim_config,
+    start_venue,
+    stop_venue,
+)
 
 
 def _trade(book: Book) -> tuple[None, list[BrokerEvent]]:

@@ -8,18 +8,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from _sim_kit import (
-    OPEN,
-    Venue,
-    limit,
-    market,
-    on_disk,
-    open_sim,
-    sim_config,
-    start_venue,
-    stop,
-    stop_venue,
-)
 
 from brokers.base import (
     Bar,
@@ -39,6 +27,18 @@ from brokers.base import (
     Side,
 )
 from runtime.clock import VirtualClock
+from tests.unit.brokers._sim_kit import (
+    OPEN,
+    Venue,
+    limit,
+    market,
+    on_disk,
+    open_sim,
+    sim_config,
+    start_venue,
+    stop,
+    stop_venue,
+)
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(_HERE.parents[2]), str(_HERE)]
-
-from _store_kit import ACCOUNT, execution, snapshot  # noqa: E402
+sys.path[:0] = [str(_HERE.parents[2])]
 
 from persistence import PutExecution, PutSnapshot, SqliteStore, open_store  # noqa: E402
+from tests.unit.persistence._store_kit import ACCOUNT, execution, snapshot  # noqa: E402
 
 WORKERS = 8
 

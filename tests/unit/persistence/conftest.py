@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-# The project is not installed into the virtualenv; make the repository importable
-# (harmless once pyproject gets `pythonpath = ["."]` or an editable install).
-_ROOT = str(Path(__file__).resolve().parents[3])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from _store_kit import ACCOUNT, StepClock  # noqa: E402
-
-from persistence import SqliteStore, open_store  # noqa: E402
+from persistence import SqliteStore, open_store
+from tests.unit.persistence._store_kit import ACCOUNT, StepClock
 
 
 @pytest.fixture

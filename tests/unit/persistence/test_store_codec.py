@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
-from _store_kit import T0, execution, intent, snapshot
 
 from brokers.base import Execution, Side
 from persistence import PutExecution, PutIntent, PutSnapshot, ResolveIntent
@@ -19,6 +18,7 @@ from persistence.codec import (
     encode_batch,
     encode_time,
 )
+from tests.unit.persistence._store_kit import T0, execution, intent, snapshot
 
 
 def test_times_are_fixed_width_utc_text_whose_order_is_time_order() -> None:

@@ -8,9 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from _store_kit import ACCOUNT
-
 from persistence import open_store
+from tests.unit.persistence._store_kit import ACCOUNT
 
 _CHILD = Path(__file__).resolve().parent / "_store_crash_child.py"
 _ROUNDS = 5

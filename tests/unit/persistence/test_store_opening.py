@@ -10,7 +10,6 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
-from _store_kit import ACCOUNT, T0, StepClock, execution, snapshot
 
 from persistence import (
     SCHEMA_VERSION,
@@ -21,6 +20,7 @@ from persistence import (
     opening,
     schema,
 )
+from tests.unit.persistence._store_kit import ACCOUNT, T0, StepClock, execution, snapshot
 
 
 async def _store_with_rows(path: Path, n: int = 2000) -> None:

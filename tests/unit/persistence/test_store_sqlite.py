@@ -12,17 +12,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from _store_kit import (
-    ACCOUNT,
-    DAY,
-    T0,
-    closed_trade,
-    execution,
-    intent,
-    report,
-    session,
-    snapshot,
-)
 
 from persistence import (
     CommitResult,
@@ -40,6 +29,17 @@ from persistence import (
     StoreWriteError,
     Write,
     open_store,
+)
+from tests.unit.persistence._store_kit import (
+    ACCOUNT,
+    DAY,
+    T0,
+    closed_trade,
+    execution,
+    intent,
+    report,
+    session,
+    snapshot,
 )
 
 

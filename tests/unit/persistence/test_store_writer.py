@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from _store_kit import ACCOUNT, execution, snapshot
 
 from persistence import (
     PutExecution,
@@ -18,6 +17,7 @@ from persistence import (
     Write,
     open_store,
 )
+from tests.unit.persistence._store_kit import ACCOUNT, execution, snapshot
 
 
 async def _cap_file_at_current_size(store: SqliteStore) -> None:

@@ -1,0 +1,257 @@
+"""Alpaca's trading REST for the runtime: every call in a thread, every error typed.
+
+alpaca-py's ``TradingClient`` is synchronous (``requests``), so each call runs
+through ``asyncio.to_thread`` with a deadline: the loop never waits for the
+network. A call that times out may still have reached Alpaca; for an order that
+is what client order ids are for (the caller asks by id before resending).
+
+Errors: no response, 5xx or a timeout -> ``BrokerUnavailable``; 404 ->
+``OrderNotFound``; 422 with Alpaca's duplicate code -> ``DuplicateClientOrderId``;
+other refusals of an order -> ``OrderRejected``; anything else -> ``BrokerError``.
+The messages carry Alpaca's error text, never a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
+
+import requests
+
+from brokers.alpaca import translate
+from brokers.alpaca.sdk import (
+    AlpacaOrder,
+    AlpacaOrderRequest,
+    APIError,
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+    Position,
+    QueryOrderStatus,
+    ReplaceOrderRequest,
+    StopOrderRequest,
+    TimeInForce,
+    TradeAccount,
+    TradeActivity,
+    TradingClient,
+    status_code,
+)
+from brokers.base import (
+    BrokerError,
+    BrokerPosition,
+    BrokerUnavailable,
+    DuplicateClientOrderId,
+    Execution,
+    Order,
+    OrderNotFound,
+    OrderRejected,
+    OrderRequest,
+    OrderType,
+)
+
+__all__ = ["TradingRest", "in_thread"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_DUPLICATE_CODE = 40010001
+_PAGE = 100
+_REPLACED_CHAIN = 10
+
+
+def _code(error: APIError) -> int | None:
+    try:
+        return int(error.code)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+async def in_thread(
+    what: str, fn: Callable[[], _T], *, timeout_s: float, order: bool = False
+) -> _T:
+    """Run the SDK call ``fn`` in a thread with a deadline; raise the venue model's errors.
+
+    ``order``: the call places or changes an order, so a refusal is ``OrderRejected``.
+    """
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn), timeout_s)
+    except TimeoutError as exc:
+        raise BrokerUnavailable(f"{what}: no answer within {timeout_s:.0f} s") from exc
+    except requests.RequestException as exc:
+        raise BrokerUnavailable(f"{what}: {type(exc).__name__}") from exc
+    except APIError as exc:
+        raise _typed(what, exc, order=order) from exc
+
+
+def _typed(what: str, error: APIError, *, order: bool) -> BrokerError:
+    status = status_code(error)
+    text = f"{what}: HTTP {status}: {error}"
+    if status is None or status >= 500 or status == 429:
+        return BrokerUnavailable(text)
+    if status == 404:
+        return OrderNotFound(text)
+    if order and status in (403, 422):
+        return OrderRejected(text)
+    return BrokerError(text)
+
+
+class TradingRest:
+    """The trading REST calls of one Alpaca account, awaited on the loop, run in threads."""
+
+    def __init__(self, client: TradingClient, *, timeout_s: float = 15.0) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._client_ids: dict[str, str] = {}  # order id -> client order id (never changes)
+
+    async def call(self, what: str, fn: Callable[[], _T], *, order: bool = False) -> _T:
+        """Run ``fn`` in a thread; raise the venue model's error for what went wrong."""
+        return await in_thread(what, fn, timeout_s=self._timeout_s, order=order)
+
+    # --- account and positions ---------------------------------------------------
+
+    async def account(self) -> TradeAccount:
+        return cast(TradeAccount, await self.call("account", self._client.get_account))
+
+    async def positions(self) -> list[BrokerPosition]:
+        raw = await self.call("positions", self._client.get_all_positions)
+        return [translate.position(p) for p in cast(list[Position], raw)]
+
+    # --- orders ---------------------------------------------------------------------
+
+    async def open_orders(self) -> list[Order]:
+        request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=False)
+        raw = await self.call("open orders", lambda: self._client.get_orders(request))
+        orders = []
+        for alpaca in cast(list[AlpacaOrder], raw):
+            try:
+                orders.append(self._order(alpaca))
+            except ValueError as exc:
+                log.warning("open order not modelled, left alone: %s", exc)
+        return orders
+
+    async def submit(self, request: OrderRequest) -> Order:
+        body = _order_request(request)
+        try:
+            raw = await self.call(
+                f"submit {request.client_order_id}",
+                lambda: self._client.submit_order(body),
+                order=True,
+            )
+        except OrderRejected as exc:
+            cause = exc.__cause__
+            if isinstance(cause, APIError) and (
+                _code(cause) == _DUPLICATE_CODE or "client_order_id must be unique" in str(cause)
+            ):
+                raise DuplicateClientOrderId(request.client_order_id) from cause
+            raise
+        return self._order(cast(AlpacaOrder, raw))
+
+    async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        """Return the order (its latest replacement, if it was replaced); ``None`` when unknown."""
+        try:
+            raw = await self.call(
+                f"order {client_order_id}",
+                lambda: self._client.get_order_by_client_id(client_order_id),
+            )
+        except OrderNotFound:
+            return None
+        alpaca = cast(AlpacaOrder, raw)
+        for _ in range(_REPLACED_CHAIN):
+            if alpaca.replaced_by is None:
+                break
+            newer = str(alpaca.replaced_by)
+            alpaca = cast(
+                AlpacaOrder,
+                await self.call(
+                    f"order {newer}", functools.partial(self._client.get_order_by_id, newer)
+                ),
+            )
+        return self._order(alpaca)
+
+    async def cancel(self, order_id: str) -> None:
+        await self.call(
+            f"cancel {order_id}", lambda: self._client.cancel_order_by_id(order_id), order=True
+        )
+
+    async def replace(self, order_id: str, *, stop_price: float, qty: float | None) -> Order:
+        client_id = await self._client_id(order_id)
+        whole = None if qty is None else round(qty)
+        if qty is not None and abs(qty - round(qty)) > 1e-9:
+            raise OrderRejected(f"replace {order_id}: Alpaca replaces whole-share quantities only")
+        body = ReplaceOrderRequest(
+            stop_price=stop_price,
+            qty=whole,
+            client_order_id=translate.next_replacement_id(client_id),
+        )
+        raw = await self.call(
+            f"replace {order_id}",
+            lambda: self._client.replace_order_by_id(order_id, body),
+            order=True,
+        )
+        return self._order(cast(AlpacaOrder, raw))
+
+    # --- executions -----------------------------------------------------------------
+
+    async def executions(self, since: datetime) -> list[Execution]:
+        """Return every fill with ``ts >= since``, oldest first (FILL activities, paged)."""
+        after = (since - timedelta(microseconds=1)).isoformat()
+        activities: list[TradeActivity] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"after": after, "direction": "asc", "page_size": _PAGE}
+            if token is not None:
+                params["page_token"] = token
+            raw = await self.call(
+                "fill activities",
+                functools.partial(self._client.get, "/account/activities/FILL", params),
+            )
+            page = [TradeActivity(**row) for row in cast(list[dict[str, Any]], raw or [])]
+            activities += page
+            if len(page) < _PAGE:
+                break
+            token = page[-1].id
+        executions = []
+        for activity in activities:
+            client_id = await self._client_id(str(activity.order_id))
+            executions.append(translate.activity_execution(activity, client_id))
+        return executions
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _order(self, alpaca: AlpacaOrder) -> Order:
+        self._client_ids[str(alpaca.id)] = alpaca.client_order_id
+        return translate.order(alpaca)
+
+    async def _client_id(self, order_id: str) -> str:
+        known = self._client_ids.get(order_id)
+        if known is not None:
+            return known
+        raw = await self.call(f"order {order_id}", lambda: self._client.get_order_by_id(order_id))
+        alpaca = cast(AlpacaOrder, raw)
+        self._client_ids[order_id] = alpaca.client_order_id
+        return alpaca.client_order_id
+
+
+def _order_request(request: OrderRequest) -> AlpacaOrderRequest:
+    """Return the SDK request: market orders live for the day, others until canceled."""
+    common: dict[str, Any] = {
+        "symbol": request.symbol,
+        "qty": request.qty,
+        "side": translate.alpaca_side(request.side),
+        "client_order_id": request.client_order_id,
+    }
+    match request.type:
+        case OrderType.MARKET:
+            return MarketOrderRequest(**common, time_in_force=TimeInForce.DAY)
+        case OrderType.LIMIT:
+            return LimitOrderRequest(
+                **common, time_in_force=TimeInForce.GTC, limit_price=request.limit_price
+            )
+        case OrderType.STOP:
+            return StopOrderRequest(
+                **common, time_in_force=TimeInForce.GTC, stop_price=request.stop_price
+            )
