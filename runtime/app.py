@@ -140,6 +140,7 @@ class App:
     broker: Broker | None = None  # injected by tests (a SimBroker they also control)
     degraded: bool = False
     read_only: bool = False
+    force_account: bool = False  # rebind a store of another account (operator's explicit choice)
     report: RecoveryReport | None = None
     supervisor: SupervisorActor | None = None
     _reconnecting: bool = False
@@ -177,6 +178,7 @@ class App:
         store = await open_store(
             self.state_dir / f"{_safe(broker.account_id)}.db",
             broker.account_id,
+            force_account=self.force_account,
             before_commit=lambda: failpoint("mid_checkpoint"),
         )
         for finding in store.open_findings:

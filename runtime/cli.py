@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, help="stop cleanly after SECONDS")
     run.add_argument("--speed", type=float, help="sim market speed (market s per real s)")
     run.add_argument("--no-live", action="store_true", help="no live table, log lines only")
+    run.add_argument(
+        "--force-account",
+        action="store_true",
+        help="use a store recorded for another account (rebinds it; think twice)",
+    )
     status = sub.add_parser("status", parents=[common], help="positions from the store")
     status.add_argument("--json", action="store_true")
     reconcile = sub.add_parser("reconcile", parents=[common], help="hybrid recovery, print report")
@@ -92,7 +97,9 @@ async def _cmd_run(args: argparse.Namespace, config: Config, state_dir: Path) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = App(config=config, state_dir=state_dir, speed=args.speed)
+    app = App(
+        config=config, state_dir=state_dir, speed=args.speed, force_account=args.force_account
+    )
     live = sys.stdout.isatty() and not args.no_live
     async with live_view(app, enabled=live):
         return await app.run(stop, args.duration)
