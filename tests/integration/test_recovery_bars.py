@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from pathlib import Path
 
@@ -51,6 +52,6 @@ async def test_gap_while_down_is_refilled_from_history(tmp_path: Path) -> None:
     assert times[-1] >= newest_due.timestamp() - BAR
     # No hole: from the last bar seen before the crash on, every bar slot is present.
     since = [t for t in times if t >= before[-1]]
-    assert all(b - a == BAR for a, b in zip(since, since[1:], strict=False)), since
+    assert all(b - a == BAR for a, b in itertools.pairwise(since)), since
     assert len(since) >= 40
     assert len(ring) <= config.runtime.bar_buffer
