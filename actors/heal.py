@@ -28,7 +28,6 @@ from actors.reconcile import Finding, SymbolPlan, plan_symbol
 from actors.state import Mode, PositionState, StopOrder
 from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderStatus
 from persistence.protocol import (
-    ClosedTradeRow,
     PutClosedTrade,
     PutExecution,
     ResolveIntent,
@@ -135,7 +134,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
             writes.extend(ResolveIntent(i.client_order_id, "canceled") for i in state.intents)
             state, trade = model.close_externally(state, last.ts if last else now, price)
             if trade is not None:
-                writes.append(PutClosedTrade(ClosedTradeRow(**msgspec.structs.asdict(trade))))
+                writes.append(PutClosedTrade(trade))
             actions.append(f"closed as CLOSED_EXTERNALLY (exit {price})")
             actor._alert(
                 "zombie",

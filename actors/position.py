@@ -38,7 +38,7 @@ from actors.messages import (
 )
 from actors.orders import OrderDesk
 from actors.snapshot import SnapshotError, decode_snapshot, encode_snapshot
-from actors.state import SCHEMA_VERSION, ClosedTrade, IntentKind, Mode, PositionState, StopOrder
+from actors.state import SCHEMA_VERSION, IntentKind, Mode, PositionState, StopOrder
 from actors.strategy import (
     Action,
     Cancel,
@@ -53,7 +53,6 @@ from actors.strategy import (
 )
 from brokers.base import Bar, Broker, Execution, Order, OrderStatus, OrderType
 from persistence.protocol import (
-    ClosedTradeRow,
     PutClosedTrade,
     PutExecution,
     PutSnapshot,
@@ -379,7 +378,7 @@ class PositionActor(Actor[PositionMsg]):
             raise BadEvent(str(exc)) from exc
         state = applied.state
         writes: list[Write] = [PutExecution(ex)]
-        writes.extend(PutClosedTrade(model_row(t)) for t in applied.closed)
+        writes.extend(PutClosedTrade(t) for t in applied.closed)
         intent = before.intent(ex.client_order_id)
         external = None
         if intent is None and before.is_flat and not state.is_flat:
@@ -495,8 +494,3 @@ def _mark(state: PositionState, bars: BarRing, calendar: TradingCalendar) -> dat
     marks = [calendar.local(state.trading_day, calendar.session_start)]
     marks += [m for m in (bars.last_time(), _last_fill_at(state)) if m is not None]
     return max(marks)
-
-
-def model_row(trade: ClosedTrade) -> ClosedTradeRow:
-    """Return the store row of a closed trade."""
-    return ClosedTradeRow(**msgspec.structs.asdict(trade))

@@ -14,6 +14,7 @@ from datetime import date, datetime
 import msgspec
 
 from brokers.base import OrderType, Side
+from persistence.protocol import ClosedTradeRow
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -103,23 +104,9 @@ class Intent(msgspec.Struct, frozen=True):
     filled_qty: float = 0.0
 
 
-class ClosedTrade(msgspec.Struct, frozen=True):
-    """A round trip. MAE and MFE are per-share price distances, both >= 0."""
-
-    trade_id: str
-    symbol: str
-    side: Side
-    qty: float
-    entry_at: datetime | None
-    entry_price: float
-    exit_at: datetime
-    exit_price: float | None
-    realized_pnl: float
-    mae: float
-    mfe: float
-    exit_reason: str
-    strategy: str
-    trading_day: date
+# A round trip is what the store keeps of it: one type, no copy between them.
+# MAE and MFE are per-share price distances, both >= 0.
+ClosedTrade = ClosedTradeRow
 
 
 class PositionState(msgspec.Struct, frozen=True, kw_only=True):

@@ -54,26 +54,19 @@ __all__ = ["App", "Confirmation", "read_confirmations", "strategy_for", "write_c
 _log = logging.getLogger(__name__)
 
 
+def params_of(config: Config, item: WatchItem | None = None) -> StrategyParams:
+    """Return the strategy parameters of ``config`` (pivots from the watchlist ``item``)."""
+    fields = msgspec.structs.asdict(config.strategy)
+    del fields["name"]
+    if item is not None:
+        fields |= {"resistance": item.resistance, "support": item.support}
+    return StrategyParams(**fields)
+
+
 def strategy_for(config: Config, item: WatchItem | None) -> Strategy:
     """Return the strategy of a watchlist symbol; symbols off the list never enter."""
-    s = config.strategy
-    params = StrategyParams(
-        qty=s.qty,
-        max_attempts=s.max_attempts,
-        warmup_bars=s.warmup_bars,
-        opening_range_bars=s.opening_range_bars,
-        target1_r=s.target1_r,
-        target2_r=s.target2_r,
-        eod_minutes=s.eod_minutes,
-        resistance=item.resistance if item else None,
-        support=item.support if item else None,
-    )
+    params = params_of(config, item)
     return PivotBreakout(params) if item is not None else _NoEntries(params)
-
-
-def params_of(config: Config) -> StrategyParams:
-    s = config.strategy
-    return StrategyParams(qty=s.qty, max_attempts=s.max_attempts)
 
 
 class _NoEntries(PivotBreakout):
