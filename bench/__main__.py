@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only NAME ...] [--out FILE] [--workdir DIR]``."""
+"""Run the benchmarks against baselines measured in the same run; print a table, write JSON."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -55,6 +56,25 @@ def table(report: Report) -> Table:
     return out
 
 
+def markdown(report: Report) -> str:
+    """Return the results as a Markdown table (the one in ``bench/README.md``)."""
+    lines = [
+        "| benchmark | value (median) | min..max | runs | baseline | ratio | target | met |",
+        "|---|---:|---:|---:|---:|---:|---|:-:|",
+    ]
+    for r in report.benchmarks:
+        if r.runs == 0:
+            value, spread, met = "not run", "-", "no"
+        else:
+            value = _number(r.value, r.unit)
+            spread = f"{_number(r.min)}..{_number(r.max)}"
+            met = "yes" if r.met else "**NO**"
+        ratio = "-" if r.ratio is None else f"{r.ratio:.3g}x"
+        cells = [r.name, value, spread, str(r.runs), _number(r.baseline_value, r.unit), ratio]
+        lines.append("| " + " | ".join([*cells, r.target, met]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, fewer runs (~1 min)")
@@ -74,7 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", type=Path, help="where the stores and files under test go (default: $TMPDIR)"
     )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="FILE",
+        help="print the results in FILE as a Markdown table and exit (runs nothing)",
+    )
     args = parser.parse_args(argv)
+    if args.markdown is not None:
+        print(markdown(msgspec.json.decode(args.markdown.read_bytes(), type=Report)))
+        return 0
     names = args.only or list(BENCHMARKS)
     full = not args.quick and not args.only
     out = args.out or _RESULTS / ("latest.json" if full else "partial.json")

@@ -13,7 +13,6 @@ import asyncio
 import gc
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -199,7 +198,3 @@ def workdir(parent: Path | None) -> Iterator[Path]:
     """Yield a fresh directory (removed afterwards); runtime and baselines share its disk."""
     with tempfile.TemporaryDirectory(prefix="stalwart-bench-", dir=parent) as name:
         yield Path(name)
-
-
-def python_version() -> str:
-    return sys.version.split()[0]

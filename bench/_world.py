@@ -358,11 +358,6 @@ class InstantVenue:
         return []
 
 
-def bar_time(day: date, index: int, calendar: TradingCalendar) -> datetime:
-    """Return the open time of bar ``index`` of ``day``'s regular session."""
-    return calendar.open_of(day) + timedelta(seconds=BAR_SECONDS * index)
-
-
 class Member(msgspec.Struct, frozen=True):
     """One symbol of a population: its full bar buffer (as bytes) and its open position."""
 

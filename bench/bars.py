@@ -38,13 +38,13 @@ from persistence import open_store
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
-__all__ = ["Session", "make_session", "run"]
+__all__ = ["BarTape", "make_tape", "run"]
 
 NAME = "bar_throughput"
 _MAILBOX = 1024
 
 
-class Session:
+class BarTape:
     """The bars of one session for every symbol, slot by slot (``slots[t][j]``)."""
 
     def __init__(self, names: list[str], slots: list[list[Bar]]) -> None:
@@ -56,14 +56,14 @@ class Session:
         return sum(len(s) for s in self.slots)
 
 
-def make_session(n_symbols: int, n_slots: int) -> Session:
+def make_tape(n_symbols: int, n_slots: int) -> BarTape:
     """Return ``n_slots`` bars (from the regular open) of ``n_symbols`` from the sim generator."""
     calendar = TradingCalendar()
     gen = BarGenerator(seed=7, bar_seconds=BAR_SECONDS, calendar=calendar, origin=DAY)
     names = symbols(n_symbols)
     times = [gen.slot_ts(DAY, k) for k in range(n_slots)]
     by_symbol = [[gen.bar(s, ts, 100.0) for ts in times] for s in names]
-    return Session(names, [[col[k] for col in by_symbol] for k in range(n_slots)])
+    return BarTape(names, [[col[k] for col in by_symbol] for k in range(n_slots)])
 
 
 @contextmanager
@@ -78,9 +78,9 @@ def one_core() -> Iterator[int]:
         os.sched_setaffinity(0, allowed)
 
 
-async def _queues(session: Session) -> float:
+async def _queues(tape: BarTape) -> float:
     """Return bars/s through bare bounded queues whose consumers only count."""
-    n = len(session.names)
+    n = len(tape.names)
     queues: list[asyncio.Queue[Bar | None]] = [asyncio.Queue(_MAILBOX) for _ in range(n)]
     counts = [0] * n
 
@@ -95,15 +95,15 @@ async def _queues(session: Session) -> float:
             group.create_task(consume(j))
         await asyncio.sleep(0)
         t0 = time.perf_counter()
-        for row in session.slots:
+        for row in tape.slots:
             for j, bar in enumerate(row):
                 await queues[j].put(bar)
         for q in queues:
             await q.put(None)
     elapsed = time.perf_counter() - t0
-    if sum(counts) != session.count:
-        raise RuntimeError(f"queues counted {sum(counts)} of {session.count} bars")
-    return session.count / elapsed
+    if sum(counts) != tape.count:
+        raise RuntimeError(f"queues counted {sum(counts)} of {tape.count} bars")
+    return tape.count / elapsed
 
 
 class _Tally:
@@ -112,14 +112,14 @@ class _Tally:
         self.bars_s = 0.0
 
 
-async def _actors(session: Session, workdir: Path, run: int, tally: _Tally) -> float:
+async def _actors(tape: BarTape, workdir: Path, run: int, tally: _Tally) -> float:
     """Return bars/s through position actors running the reference strategy."""
     venue = InstantVenue()
     alerts = CountingAlerts()
     store = await open_store(workdir / f"bars-{run}.db", ACCOUNT)
     try:
         ctx = context(store, venue, alerts=alerts)
-        actors = [PositionActor(s, ctx) for s in session.names]
+        actors = [PositionActor(s, ctx) for s in tape.names]
         by_symbol = {a.symbol: a for a in actors}
 
         async def route() -> None:
@@ -140,7 +140,7 @@ async def _actors(session: Session, workdir: Path, run: int, tally: _Tally) -> f
             fresh_heap()
             t0 = time.perf_counter()
             last = venue.last
-            for row in session.slots:
+            for row in tape.slots:
                 venue.market_time = row[0].ts + bar_span
                 for j, bar in enumerate(row):
                     last[bar.symbol] = bar.close
@@ -151,16 +151,16 @@ async def _actors(session: Session, workdir: Path, run: int, tally: _Tally) -> f
             await venue.close()
     finally:
         await store.close()
-    return session.count / elapsed
+    return tape.count / elapsed
 
 
 def run(settings: Settings) -> list[Result]:
     runs = settings.pick(3, 2)
     n_symbols = 1000
     n_slots = settings.pick(390, 45)
-    session = make_session(n_symbols, n_slots)
+    tape = make_tape(n_symbols, n_slots)
     peer = nautilus.Peer.find()
-    data = peer.prepare(session, settings.workdir) if peer.ready else None
+    data = peer.prepare(tape, settings.workdir) if peer.ready else None
     stalwart: list[float] = []
     ceiling: list[float] = []
     peer_rates: list[float] = []
@@ -171,20 +171,18 @@ def run(settings: Settings) -> list[Result]:
             for side in order:
                 fresh_heap()
                 if side == "queues":
-                    ceiling.append(run_on_uvloop(functools.partial(_queues, session)))
+                    ceiling.append(run_on_uvloop(functools.partial(_queues, tape)))
                 else:
                     tally = _Tally()
                     stalwart.append(
-                        run_on_uvloop(
-                            functools.partial(_actors, session, settings.workdir, i, tally)
-                        )
+                        run_on_uvloop(functools.partial(_actors, tape, settings.workdir, i, tally))
                     )
                     fills.append(tally.fills)
             if data is not None:
                 peer_rates.append(peer.measure(data, cpu))
     what = (
         f"bars/s through {n_symbols:,} PositionActors running PivotBreakout "
-        f"({session.count:,} bars = {n_slots} slots x {n_symbols:,}; orders to InstantVenue, "
+        f"({tape.count:,} bars = {n_slots} slots x {n_symbols:,}; orders to InstantVenue, "
         f"~{sum(fills) // max(1, len(fills)):,} fills/run), uvloop, 1 core"
     )
     results = [

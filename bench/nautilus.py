@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from bench._core import Result, not_run, summarize
 
 if TYPE_CHECKING:
-    from bench.bars import Session
+    from bench.bars import BarTape
 
 __all__ = ["ENV", "Peer", "result"]
 
@@ -77,14 +77,14 @@ class Peer:
             return cls(None, None, f"nautilus_trader not importable with {where}: {exc}")
         return cls(candidate, out.stdout.strip(), "")
 
-    def prepare(self, session: Session, workdir: Path) -> Path:
-        """Write the session's bars for the child (once; every run reads the same file)."""
+    def prepare(self, tape: BarTape, workdir: Path) -> Path:
+        """Write the tape's bars for the child (once; every run reads the same file)."""
         path = workdir / "nautilus-bars.bin"
-        index = {name: j for j, name in enumerate(session.names)}
+        index = {name: j for j, name in enumerate(tape.names)}
         with path.open("wb") as f:
-            header = {"symbols": session.names, "bars": session.count}
+            header = {"symbols": tape.names, "bars": tape.count}
             f.write(json.dumps(header).encode() + b"\n")
-            for row in session.slots:
+            for row in tape.slots:
                 for bar in row:
                     close_ns = int(bar.ts.timestamp() + 60) * 1_000_000_000
                     f.write(

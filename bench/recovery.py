@@ -149,6 +149,9 @@ async def _boot(state_dir: Path, config: Config, names: list[str]) -> float:
     critical = [a for a in alerts if a.severity.value == "critical"]
     if critical:
         raise RuntimeError(f"recovery raised critical alerts: {critical[:3]}")
+    report = app.supervisor.last_report if app.supervisor is not None else None
+    if report is None or report.zombies or report.orphans or report.drifts or report.unprotected:
+        raise RuntimeError(f"boot recovery found what the seeding did not plant: {report!r}"[:2000])
     return app.running_at - t0
 
 

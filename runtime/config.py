@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 __all__ = [
+    "AlpacaVenueConfig",
     "BrokerConfig",
     "BrokerKind",
     "CalendarConfig",
@@ -66,9 +67,28 @@ class SimVenueConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     book_file: str = "sim-venue.book"
 
 
+class AlpacaVenueConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Alpaca's API (keys only from the environment); overrides point it at the local exchange.
+
+    With only ``url_override`` the streams and the data API are on that host too.
+    ``account`` pins the account (the store is named after it; another one is refused).
+    """
+
+    paper: bool = True
+    url_override: str | None = None
+    stream_url_override: str | None = None
+    data_url_override: str | None = None
+    data_stream_url_override: str | None = None
+    feed: str = "iex"
+    account: str | None = None
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+
+
 class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     kind: BrokerKind = BrokerKind.SIM
     sim: SimVenueConfig = msgspec.field(default_factory=SimVenueConfig)
+    alpaca: AlpacaVenueConfig = msgspec.field(default_factory=AlpacaVenueConfig)
 
 
 class RuntimeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -145,10 +165,16 @@ def _check(config: Config) -> None:
         "$.recovery.periodic_s": config.recovery.periodic_s,
         "$.recovery.confirm_runs": config.recovery.confirm_runs,
         "$.recovery.connect_tries": config.recovery.connect_tries,
+        "$.broker.alpaca.reconnect_min_s": config.broker.alpaca.reconnect_min_s,
     }
     for path, value in positive.items():
         if not value > 0:
             raise ValueError(f"{path}: must be > 0, got {value!r}")
+    alpaca = config.broker.alpaca
+    if alpaca.reconnect_max_s < alpaca.reconnect_min_s:
+        raise ValueError("$.broker.alpaca.reconnect_max_s: must be >= reconnect_min_s")
+    if alpaca.feed not in ("iex", "sip"):
+        raise ValueError(f"$.broker.alpaca.feed: expected iex or sip, got {alpaca.feed!r}")
     if not config.watchlist:
         raise ValueError("$.watchlist: at least one symbol is required")
     seen: set[str] = set()

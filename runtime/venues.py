@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from brokers.base import Broker
@@ -40,4 +41,32 @@ async def make_broker(config: Config, state_dir: Path, *, speed: float | None = 
         except ValueError as exc:
             raise ConfigError(f"$.broker.sim: {exc}") from exc
         return await SimBroker.open(sim, calendar=calendar_of(config))
+    if config.broker.kind is BrokerKind.ALPACA:
+        return _alpaca(config)
     raise ConfigError(f"$.broker.kind: {config.broker.kind.value!r} is not available in this build")
+
+
+def _alpaca(config: Config) -> Broker:
+    """Return the Alpaca adapter; keys come from the environment only.
+
+    Raises ``ConfigError`` when a key is missing (nothing is started).
+    """
+    from brokers.alpaca import AlpacaBroker, AlpacaSettings, Credentials, MissingCredentials
+
+    a = config.broker.alpaca
+    try:
+        credentials = Credentials.from_env(os.environ)
+    except MissingCredentials as exc:
+        raise ConfigError(f"$.broker.alpaca: no Alpaca keys: {exc}") from exc
+    settings = AlpacaSettings(
+        paper=a.paper,
+        url_override=a.url_override,
+        stream_url_override=a.stream_url_override,
+        data_url_override=a.data_url_override,
+        data_stream_url_override=a.data_stream_url_override,
+        feed=a.feed,
+        account=a.account,
+        reconnect_min_s=a.reconnect_min_s,
+        reconnect_max_s=a.reconnect_max_s,
+    )
+    return AlpacaBroker(settings, credentials)

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 from brokers.alpaca import sdk, translate
 from brokers.alpaca.clock import VenueClock
-from brokers.alpaca.connection import Backoff, DataLink, EventQueue, TradeLink
+from brokers.alpaca.connection import Backoff, DataLink, EventQueue, TradeLink, cancel_and_wait
 from brokers.alpaca.history import BarHistory
 from brokers.alpaca.orders import TradingRest, in_thread
 from brokers.alpaca.settings import AlpacaSettings, Credentials
@@ -54,6 +54,17 @@ __all__ = ["AlpacaBroker"]
 log = logging.getLogger(__name__)
 
 _CLOCK_POLL_S = 0.5
+
+# websockets logs every frame at DEBUG, the authentication frame (with the secret)
+# included; the SDK's sockets log to this logger, which never says less than INFO.
+_SOCKET_LOG = logging.getLogger("brokers.alpaca.websocket")
+_SOCKET_LOG.setLevel(logging.INFO)
+_SOCKET_PARAMS = {
+    "ping_interval": 10,
+    "ping_timeout": 180,
+    "max_queue": 1024,
+    "logger": _SOCKET_LOG,
+}
 _LEDGER_SIZE = 20_000
 
 
@@ -122,6 +133,7 @@ class AlpacaBroker:
         self._venue_clock = VenueClock(monotonic)
         self._exchange_clock = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._started = False
         self._connected_before = False
         self._baseline: datetime | None = None
         self._last_bar: dict[str, datetime] = {}
@@ -164,31 +176,35 @@ class AlpacaBroker:
             raise BrokerError(
                 f"the keys trade account {account.account_number}, configured is {pinned}"
             )
-        if not self._tasks:
-            await self._detect_exchange_clock()
-            self._baseline = self.now()
-            log.info(
-                "alpaca account %s (%s), market time from %s",
-                account.account_number,
-                "paper" if self._settings.paper else "LIVE",
-                "the local exchange" if self._exchange_clock else "the wall clock",
-            )
-            self._own("alpaca-trade-stream", self._trade_link.run())
-            if self._exchange_clock:
-                self._own("alpaca-exchange-clock", self._poll_exchange_clock())
+        if not self._started:
+            exchange_clock = await self._detect_exchange_clock()
+            if not self._started:  # a concurrent connect may have started while we awaited
+                self._start(account.account_number, exchange_clock)
         try:
             await asyncio.wait_for(self._trade_link.up.wait(), self._settings.connect_timeout_s)
         except TimeoutError as exc:
             raise BrokerUnavailable("the trade-updates stream is not up (still trying)") from exc
+
+    def _start(self, account_number: str, exchange_clock: bool) -> None:
+        self._started = True
+        self._exchange_clock = exchange_clock
+        self._baseline = self.now()
+        log.info(
+            "alpaca account %s (%s), market time from %s",
+            account_number,
+            "paper" if self._settings.paper else "LIVE",
+            "the local exchange" if exchange_clock else "the wall clock",
+        )
+        self._own("alpaca-trade-stream", self._trade_link.run())
+        if exchange_clock:
+            self._own("alpaca-exchange-clock", self._poll_exchange_clock())
 
     async def close(self) -> None:
         """Stop the streams and end ``events()``."""
         self._closed = True
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(t) for t in tasks))
         self._events.close()
 
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
@@ -240,7 +256,8 @@ class AlpacaBroker:
             self._credentials.secret,
             paper=self._settings.paper,
             raw_data=True,
-            url_override=cast(str, self._settings.stream_url()),
+            url_override=cast(str, self._settings.stream_url()),  # SDK: None is its default
+            websocket_params=dict(_SOCKET_PARAMS),
         )
 
     def _data_stream(self) -> sdk.StockDataStream:
@@ -250,6 +267,7 @@ class AlpacaBroker:
             raw_data=True,
             feed=sdk.DataFeed(self._settings.feed),
             url_override=self._settings.data_stream_url(),
+            websocket_params=dict(_SOCKET_PARAMS),
         )
 
     async def _on_trade_up(self) -> bool:
@@ -332,14 +350,21 @@ class AlpacaBroker:
             close=datetime.fromisoformat(body["next_close"].replace("Z", "+00:00")),
         )
 
-    async def _detect_exchange_clock(self) -> None:
+    async def _detect_exchange_clock(self) -> bool:
+        """Return whether ``url_override`` is the local exchange (it tells its market clock).
+
+        Raises ``BrokerUnavailable`` when that cannot be told now (retry the connect).
+        """
         if not self._settings.url_override:
-            return
+            return False
         try:
             await self._read_exchange_clock()
-        except BrokerError:
-            return  # not the local exchange: the wall clock it is
-        self._exchange_clock = True
+        except BrokerUnavailable:
+            raise
+        except (BrokerError, KeyError, TypeError, ValueError) as exc:
+            log.info("%s has no exchange clock (%s): wall clock", self._settings.url_override, exc)
+            return False
+        return True
 
     async def _poll_exchange_clock(self) -> None:
         while True:

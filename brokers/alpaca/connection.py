@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from brokers.alpaca import sdk
 from brokers.base import BrokerEvent
 
-__all__ = ["Backoff", "DataLink", "EventQueue", "RawHandler", "TradeLink"]
+__all__ = ["Backoff", "DataLink", "EventQueue", "RawHandler", "TradeLink", "cancel_and_wait"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,21 @@ class EventQueue:
 async def _close(stream: sdk.TradingStream | sdk.StockDataStream) -> None:
     with contextlib.suppress(Exception):
         await stream.close()
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it is done.
+
+    One ``cancel()`` is not enough for an SDK stream: its reader awaits
+    ``asyncio.wait_for(ws.recv(), 5)``, and on Python 3.11 ``wait_for`` swallows a
+    cancellation that arrives as the frame does (fixed in 3.12), so the reader
+    goes on reading. Cancelling again until the task ends is safe and prompt.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("%s ended with %r", task.get_name(), task.exception())
 
 
 def _reason(error: BaseException) -> str:

@@ -183,7 +183,7 @@ class TradingRest:
         if qty is not None and abs(qty - round(qty)) > 1e-9:
             raise OrderRejected(f"replace {order_id}: Alpaca replaces whole-share quantities only")
         body = ReplaceOrderRequest(
-            stop_price=stop_price,
+            stop_price=translate.tick(stop_price),
             qty=whole,
             client_order_id=translate.next_replacement_id(client_id),
         )
@@ -237,7 +237,11 @@ class TradingRest:
 
 
 def _order_request(request: OrderRequest) -> AlpacaOrderRequest:
-    """Return the SDK request: market orders live for the day, others until canceled."""
+    """Return the SDK request: market orders live for the day, others until canceled.
+
+    Prices are rounded to Alpaca's tick (the runtime computes stops to the
+    hundredth of a cent; Alpaca refuses sub-penny prices from $1 up).
+    """
     common: dict[str, Any] = {
         "symbol": request.symbol,
         "qty": request.qty,
@@ -248,10 +252,18 @@ def _order_request(request: OrderRequest) -> AlpacaOrderRequest:
         case OrderType.MARKET:
             return MarketOrderRequest(**common, time_in_force=TimeInForce.DAY)
         case OrderType.LIMIT:
+            if request.limit_price is None:
+                raise OrderRejected(f"{request.client_order_id}: a limit order needs a price")
             return LimitOrderRequest(
-                **common, time_in_force=TimeInForce.GTC, limit_price=request.limit_price
+                **common,
+                time_in_force=TimeInForce.GTC,
+                limit_price=translate.tick(request.limit_price),
             )
         case OrderType.STOP:
+            if request.stop_price is None:
+                raise OrderRejected(f"{request.client_order_id}: a stop order needs a price")
             return StopOrderRequest(
-                **common, time_in_force=TimeInForce.GTC, stop_price=request.stop_price
+                **common,
+                time_in_force=TimeInForce.GTC,
+                stop_price=translate.tick(request.stop_price),
             )

@@ -23,6 +23,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message=r"websockets\.legacy is deprecated", category=DeprecationWarning
     )
+    from alpaca.common.enums import Sort
     from alpaca.common.exceptions import APIError
     from alpaca.data.enums import DataFeed
     from alpaca.data.historical.stock import StockHistoricalDataClient
@@ -68,6 +69,7 @@ __all__ = [
     "Position",
     "QueryOrderStatus",
     "ReplaceOrderRequest",
+    "Sort",
     "StockBarsRequest",
     "StockDataStream",
     "StockHistoricalDataClient",

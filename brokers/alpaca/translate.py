@@ -47,6 +47,7 @@ __all__ = [
     "order",
     "position",
     "root_client_id",
+    "tick",
     "trade_update_events",
 ]
 
@@ -99,6 +100,11 @@ def next_replacement_id(client_order_id: str) -> str:
     return f"{match['root']}.r{int(match['n']) + 1}"
 
 
+def tick(price: float) -> float:
+    """Round ``price`` to Alpaca's tick: cents from $1 up, 1/100 cent below (it refuses finer)."""
+    return round(price, 2) if price >= 1.0 else round(price, 4)
+
+
 def alpaca_side(side: Side) -> OrderSide:
     return OrderSide.BUY if side is Side.BUY else OrderSide.SELL
 
@@ -125,7 +131,8 @@ def order(alpaca: AlpacaOrder) -> Order:
     """
     kind = _TYPE.get(AlpacaOrderType(alpaca.type or alpaca.order_type))
     if kind is None or alpaca.symbol is None or alpaca.qty is None:
-        raise ValueError(f"order {alpaca.id}: {alpaca.type} orders are not modelled")
+        kind_name = getattr(alpaca.type, "value", alpaca.type)
+        raise ValueError(f"order {alpaca.id}: {kind_name} orders are not modelled")
     filled = _number(alpaca.filled_qty) or 0.0
     status = _STATUS.get(AlpacaOrderStatus(alpaca.status), OrderStatus.NEW)
     if status is OrderStatus.NEW and filled > 0:

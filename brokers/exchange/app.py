@@ -91,6 +91,11 @@ def _guard(gate: Gate) -> Middleware:
 
 async def serve(settings: ExchangeSettings, *, out: TextIO = sys.stdout) -> int:
     """Run the exchange until SIGTERM/SIGINT; return the exit code (1 when the market failed)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the endpoints are announced
+        loop.add_signal_handler(sig, stop.set)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     venue = await ExchangeVenue.open(settings.venue_config())
     gate = Gate(settings.key, settings.secret)
     runner = web.AppRunner(build_app(venue, gate, settings), handle_signals=False)
@@ -104,10 +109,6 @@ async def serve(settings: ExchangeSettings, *, out: TextIO = sys.stdout) -> int:
     out.write(f"data-stream ws://{base}/v2/iex\n")
     out.flush()
     log.info("exchange on %s, book %s, market at %s", base, settings.state, venue.now())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     code = 0
     try:
         async with asyncio.TaskGroup() as group:

@@ -69,7 +69,10 @@ class DataHub:
         subscriber = _Subscriber()
         async with open_socket(request, self._gate, subscriber.outbox) as socket:
             await socket.send_bytes(wire.pack([{"T": "success", "msg": "connected"}]))
-            msg = await socket.receive(timeout=10.0)
+            try:
+                msg = await socket.receive(timeout=10.0)
+            except TimeoutError:
+                return socket
             body = wire.unpack(msg.data) if msg.type is WSMsgType.BINARY else None
             if not (
                 isinstance(body, dict)

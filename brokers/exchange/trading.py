@@ -68,6 +68,17 @@ def _number(body: dict[str, Any], name: str) -> float | None:
     return number
 
 
+def _priced(body: dict[str, Any], name: str) -> float | None:
+    """Return a price field; refuse finer than Alpaca's tick (cents from $1, 1/100 cent below)."""
+    price = _number(body, name)
+    if price is None:
+        return None
+    digits = 2 if price >= 1.0 else 4
+    if abs(price * 10**digits - round(price * 10**digits)) > 1e-6:
+        raise bad_request(f"{name} {price!r}: sub-penny increment does not fulfill minimum pricing")
+    return price
+
+
 def _int(params: Any, name: str, default: int, maximum: int) -> int:
     try:
         value = int(params.get(name) or default)
@@ -193,7 +204,7 @@ class TradingApi:
         body = await _json_body(request)
         if body.get("limit_price") is not None or body.get("trail") is not None:
             raise bad_request("the local exchange replaces the stop price and qty of stops only")
-        stop_price = _number(body, "stop_price") or current.stop_price
+        stop_price = _priced(body, "stop_price") or current.stop_price
         if stop_price is None:
             raise bad_request(f"order {current.order_id} is not a stop order")
         order = await self._venue.replace(
@@ -271,8 +282,8 @@ class TradingApi:
             side=side,
             qty=qty,
             type=kind,
-            limit_price=_number(body, "limit_price"),
-            stop_price=_number(body, "stop_price"),
+            limit_price=_priced(body, "limit_price"),
+            stop_price=_priced(body, "stop_price"),
         )
 
 

@@ -8,6 +8,7 @@ condition, never by a guessed sleep.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -57,12 +58,12 @@ class Recorder:
                 self._changed.notify_all()
 
     async def until(
-        self, predicate: Callable[[list[BrokerEvent]], bool], what: str, timeout: float = 10
+        self, predicate: Callable[[list[BrokerEvent]], bool], what: str, within: float = 10
     ) -> None:
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: predicate(self.events)), timeout
+                    self._changed.wait_for(lambda: predicate(self.events)), within
                 )
             except TimeoutError:
                 raise AssertionError(f"timed out waiting for {what}: {self.events}") from None
@@ -146,11 +147,13 @@ async def test_submit_fill_positions_and_executions(
     by_client = await broker.order_by_client_id("sw-entry-1")
 
     fill = _fills(recorder.events)[0]
-    assert order.status is OrderStatus.NEW and order.client_order_id == "sw-entry-1"
+    assert order.status is OrderStatus.NEW
+    assert order.client_order_id == "sw-entry-1"
     assert (fill.order_id, fill.client_order_id, fill.qty) == (order.order_id, "sw-entry-1", 10)
     assert [(p.symbol, p.qty) for p in positions] == [("AAPL", 10)]
     assert executions == [fill]
-    assert by_client is not None and by_client.status is OrderStatus.FILLED
+    assert by_client is not None
+    assert by_client.status is OrderStatus.FILLED
     assert _exec_ids(recorder) == await _truth(exchange)
     assert await broker.open_orders() == []
 
@@ -169,7 +172,8 @@ async def test_resend_meets_duplicate_client_order_id(
         await broker.submit(_stop("sw-stop-1", 1.0))
     found = await broker.order_by_client_id("sw-stop-1")
 
-    assert found is not None and found.order_id == first.order_id
+    assert found is not None
+    assert found.order_id == first.order_id
     assert await broker.order_by_client_id("never-sent") is None
 
 
@@ -186,7 +190,8 @@ async def test_replace_and_cancel_a_stop(trader: tuple[AlpacaBroker, Recorder]) 
         "the cancel",
     )
 
-    assert moved.stop_price == 2.0 and moved.client_order_id == "sw-stop-2"
+    assert moved.stop_price == 2.0
+    assert moved.client_order_id == "sw-stop-2"
     assert await broker.open_orders() == []
     with pytest.raises(OrderNotFound):
         await broker.cancel("5e1a0000-0000-4000-8000-000000999999")
@@ -244,6 +249,28 @@ async def test_outage_suspends_rest_and_stream_then_recovers(
     assert [(p.symbol, p.qty) for p in await broker.positions()] == [("AAPL", 2)]
 
 
+async def test_exchange_restart_is_a_reconnect(
+    trader: tuple[AlpacaBroker, Recorder], exchange: Exchange
+) -> None:
+    broker, recorder = trader
+    await broker.submit(_market("sw-entry-3"))
+    await recorder.until(lambda ev: len(_fills(ev)) == 1, "the entry fill")
+
+    assert await asyncio.to_thread(exchange.stop) == 0
+    await recorder.until(lambda ev: bool(recorder.of(Disconnected)), "Disconnected")
+    await asyncio.to_thread(exchange.start)
+    await recorder.until(
+        lambda ev: len(recorder.of(Connected)) == 2, "Connected to the new process"
+    )
+    await exchange_control(
+        exchange, "POST", "hand_trade", {"symbol": "AAPL", "side": "sell", "qty": 10}
+    )
+    await recorder.until(lambda ev: len(_fills(ev)) == 2, "a fill from the restarted exchange")
+
+    assert _exec_ids(recorder) == await _truth(exchange)
+    assert await broker.positions() == []
+
+
 async def exchange_control(exchange: Exchange, method: str, path: str, body: Any = None) -> Any:
     return await asyncio.to_thread(exchange.control, method, path, body)
 
@@ -277,7 +304,7 @@ async def test_bar_gap_is_filled_after_a_data_reconnect(
 
     stamps = [b.ts for b in recorder.of(Bar)]
     assert stamps == sorted(set(stamps))
-    assert all(b - a == timedelta(minutes=1) for a, b in zip(stamps, stamps[1:], strict=False))
+    assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(stamps))
 
 
 async def test_rest_runs_in_threads_and_the_loop_never_stalls(
@@ -331,4 +358,5 @@ async def test_keys_never_reach_the_log(
 
     text = "\n".join(r.getMessage() for r in caplog.records) + repr(Credentials(KEY, SECRET))
     assert "trade stream up" in text
-    assert KEY not in text and SECRET not in text
+    assert KEY not in text
+    assert SECRET not in text

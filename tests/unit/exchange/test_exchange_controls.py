@@ -12,8 +12,8 @@ import pytest
 
 from brokers.alpaca import sdk
 from brokers.alpaca.sdk import (
-    APIError,
     AlpacaOrder,
+    APIError,
     MarketOrderRequest,
     OrderSide,
     StopOrderRequest,
@@ -47,7 +47,11 @@ def _book(exchange: Exchange) -> tuple[Any, Any, Any]:
 
 def _buy(client: TradingClient, symbol: str, qty: float, cid: str) -> AlpacaOrder:
     request = MarketOrderRequest(
-        symbol=symbol, qty=qty, side=OrderSide.BUY, time_in_force=TimeInForce.DAY, client_order_id=cid
+        symbol=symbol,
+        qty=qty,
+        side=OrderSide.BUY,
+        time_in_force=TimeInForce.DAY,
+        client_order_id=cid,
     )
     return cast(AlpacaOrder, client.submit_order(request))
 
@@ -133,7 +137,8 @@ def test_hand_trade_and_hand_close(exchange: Exchange) -> None:
 
     assert bought["client_order_id"].startswith("manual-")
     assert position["qty"] == "7"
-    assert closed["side"] == "sell" and closed["qty"] == 7
+    assert closed["side"] == "sell"
+    assert closed["qty"] == 7
     assert after["code"] == 40410000
     assert len(exchange.executions()) == 2
 

@@ -7,17 +7,20 @@ change positions use their own symbol so they do not see each other's trades.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from brokers.alpaca.connection import cancel_and_wait
 from brokers.alpaca.sdk import (
-    APIError,
     AlpacaOrder,
+    APIError,
     BarSet,
     DataFeed,
     GetOrdersRequest,
@@ -27,6 +30,7 @@ from brokers.alpaca.sdk import (
     Position,
     QueryOrderStatus,
     ReplaceOrderRequest,
+    Sort,
     StockBarsRequest,
     StockDataStream,
     StockHistoricalDataClient,
@@ -163,7 +167,8 @@ def test_stop_rests_moves_and_cancels(client: TradingClient) -> None:
     client.cancel_order_by_id(stop.id)
     canceled = _order(client, str(stop.id))
 
-    assert stop.status == "new" and stop.type == "stop"
+    assert stop.status == "new"
+    assert stop.type == "stop"
     assert float(moved.stop_price or 0) == 2.0
     assert canceled.status == "canceled"
 
@@ -184,7 +189,7 @@ def test_cancel_all_and_order_filters(client: TradingClient) -> None:
     asc = cast(
         list[AlpacaOrder],
         client.get_orders(
-            GetOrdersRequest(status=QueryOrderStatus.OPEN, symbols=["AMD"], direction="asc")
+            GetOrdersRequest(status=QueryOrderStatus.OPEN, symbols=["AMD"], direction=Sort.ASC)
         ),
     )
     limited = cast(
@@ -208,7 +213,8 @@ def test_close_position(client: TradingClient) -> None:
 
     closing = cast(AlpacaOrder, client.close_position("TSLA"))
 
-    assert closing.side == "sell" and float(closing.qty or 0) == 3
+    assert closing.side == "sell"
+    assert float(closing.qty or 0) == 3
     with pytest.raises(APIError) as flat:
         client.get_open_position("TSLA")
     assert status_code(flat.value) == 404
@@ -254,26 +260,31 @@ async def test_trade_stream_receives_new_and_fill(
         await updates.put(update)
 
     stream.subscribe_trade_updates(on_update)
-    runner = asyncio.create_task(stream._run_forever())
+    runner = asyncio.create_task(_run_forever(stream))
     try:
-        order = None
-        events: list[str] = []
-        for _ in range(50):  # the listen frame races the first order: resend until heard
+        # The listen frame races the first order: send orders until one's "new" is heard,
+        # then follow that order (updates of the others are skipped).
+        heard: list[Any] = []
+        for _ in range(50):
             order = await asyncio.to_thread(_buy, client, "QQQ", 2)
-            try:
-                update = await asyncio.wait_for(updates.get(), 0.5)
-            except TimeoutError:
-                continue
-            events.append(str(update.event))
-            break
-        assert order is not None
-        while "fill" not in events:
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    update = await asyncio.wait_for(updates.get(), 0.5)
+                    if update.order.id == order.id and str(update.event) == "new":
+                        heard.append(update)
+                        break
+            if heard:
+                break
+        while str(heard[-1].event) != "fill":
             update = await asyncio.wait_for(updates.get(), 10)
-            events.append(str(update.event))
-        assert update.order.id == order.id
-        assert update.execution_id is not None
-        assert float(update.qty) == 2 and update.price > 0
-        assert events[0] == "new"
+            if update.order.id == heard[0].order.id:
+                heard.append(update)
+
+        assert [str(u.event) for u in heard] == ["new", "fill"]
+        fill = heard[-1]
+        assert fill.execution_id is not None
+        assert float(fill.qty) == 2
+        assert fill.price > 0
     finally:
         await _stop(runner, stream)
 
@@ -286,11 +297,12 @@ async def test_data_stream_receives_a_bar(exchange: Exchange) -> None:
         await bars.put(bar)
 
     stream.subscribe_bars(on_bar, "AAPL")
-    runner = asyncio.create_task(stream._run_forever())
+    runner = asyncio.create_task(_run_forever(stream))
     try:
         bar = await asyncio.wait_for(bars.get(), 15)
         assert bar.symbol == "AAPL"
-        assert bar.low <= bar.open <= bar.high and bar.volume >= 0
+        assert bar.low <= bar.open <= bar.high
+        assert bar.volume >= 0
         assert bar.timestamp.tzinfo is not None
     finally:
         await _stop(runner, stream)
@@ -329,7 +341,7 @@ def test_history_bars_parse(exchange: Exchange, client: TradingClient) -> None:
     assert set(barset.data) == {"AAPL", "MSFT"}
     aapl = barset.data["AAPL"]
     assert len(aapl) >= 3
-    assert all(b.timestamp < b2.timestamp for b, b2 in zip(aapl, aapl[1:], strict=False))
+    assert all(b.timestamp < b2.timestamp for b, b2 in itertools.pairwise(aapl))
     assert len(limited.data["AAPL"]) == 2
 
 
@@ -338,8 +350,13 @@ def _market_time(exchange: Exchange) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-async def _stop(runner: asyncio.Task[Any], stream: TradingStream | StockDataStream) -> None:
+def _run_forever(stream: TradingStream | StockDataStream) -> Coroutine[Any, Any, None]:
+    """The SDK's own loop (typed here: alpaca-py leaves ``TradingStream._run_forever`` bare)."""
+    run: Callable[[], Coroutine[Any, Any, None]] = stream._run_forever
+    return run()
+
+
+async def _stop(runner: asyncio.Task[None], stream: TradingStream | StockDataStream) -> None:
     """Stop an SDK stream now (its own ``stop_ws`` waits up to 5 s for a receive timeout)."""
-    runner.cancel()
-    await asyncio.gather(runner, return_exceptions=True)
+    await cancel_and_wait(runner)
     await stream.close()
