@@ -23,6 +23,7 @@ from brokers.exchange import add_arguments as add_exchange_arguments
 from brokers.sim import BookError
 from persistence import open_store
 from persistence.protocol import StoreError
+from runtime.chaos import add_arguments as add_chaos_arguments
 from runtime.clock import RealClock
 from runtime.config import Config, ConfigError, load_config
 from runtime.lock import StateDirBusy, state_dir_lock
@@ -74,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--since", type=date.fromisoformat, help="YYYY-MM-DD")
     exchange = sub.add_parser("exchange", help="the local exchange (Alpaca's API over the sim)")
     add_exchange_arguments(exchange)
+    chaos = sub.add_parser("chaos", help="crash-kill campaign against the local exchange")
+    add_chaos_arguments(chaos)
     return p
 
 
@@ -232,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "exchange":
         return _cmd_exchange(args)
+    if args.command == "chaos":
+        from runtime.chaos import main as chaos_main
+
+        return chaos_main(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

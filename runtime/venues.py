@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 from brokers.base import Broker
 from runtime.clock import TradingCalendar
 from runtime.config import BrokerKind, Config, ConfigError
+from runtime.runstate import read_run_state
 
 __all__ = ["make_broker"]
 
@@ -42,11 +44,12 @@ async def make_broker(config: Config, state_dir: Path, *, speed: float | None = 
             raise ConfigError(f"$.broker.sim: {exc}") from exc
         return await SimBroker.open(sim, calendar=calendar_of(config))
     if config.broker.kind is BrokerKind.ALPACA:
-        return _alpaca(config)
+        run = read_run_state(state_dir)
+        return _alpaca(config, None if run is None else run.market_time)
     raise ConfigError(f"$.broker.kind: {config.broker.kind.value!r} is not available in this build")
 
 
-def _alpaca(config: Config) -> Broker:
+def _alpaca(config: Config, last_market_time: datetime | None) -> Broker:
     """Return the Alpaca adapter; keys come from the environment only.
 
     Raises ``ConfigError`` when a key is missing (nothing is started).
@@ -69,4 +72,4 @@ def _alpaca(config: Config) -> Broker:
         reconnect_min_s=a.reconnect_min_s,
         reconnect_max_s=a.reconnect_max_s,
     )
-    return AlpacaBroker(settings, credentials)
+    return AlpacaBroker(settings, credentials, last_market_time=last_market_time)

@@ -97,6 +97,7 @@ class AlpacaBroker:
         *,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        last_market_time: datetime | None = None,
     ) -> None:
         self._settings = settings
         self._credentials = credentials
@@ -132,6 +133,10 @@ class AlpacaBroker:
         self._ledger = _FillLedger()
         self._venue_clock = VenueClock(monotonic)
         self._exchange_clock = False
+        # Until a local exchange has told its clock (an outage at boot), the last
+        # market time the previous session saw stands, frozen: the wall clock is
+        # another clock there, and a trading day taken from it would stick.
+        self._held_time = last_market_time if settings.url_override else None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._started = False
         self._connected_before = False
@@ -159,6 +164,8 @@ class AlpacaBroker:
             ts = self._venue_clock.now()
             if ts is not None:
                 return ts
+        if not self._started and self._held_time is not None:
+            return self._held_time
         return datetime.now(UTC)
 
     async def connect(self) -> None:

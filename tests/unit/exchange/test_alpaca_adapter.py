@@ -249,6 +249,36 @@ async def test_outage_suspends_rest_and_stream_then_recovers(
     assert [(p.symbol, p.qty) for p in await broker.positions()] == [("AAPL", 2)]
 
 
+async def test_boot_in_an_outage_holds_the_last_market_time_never_the_wall_clock(
+    exchange: Exchange,
+) -> None:
+    """The exchange's market time is another clock: until it answers, the last one seen stands."""
+    _, clock = exchange.request("GET", "/_sim/clock")
+    market_now = _parse(clock["timestamp"])
+    held = market_now - timedelta(minutes=30)
+    exchange.control("POST", "outage", {"seconds": 1.5})
+    settings = AlpacaSettings(
+        url_override=exchange.rest_url, reconnect_min_s=0.05, reconnect_max_s=0.4
+    )
+    broker = AlpacaBroker(settings, Credentials(KEY, SECRET), last_market_time=held)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            await broker.connect()
+        assert broker.now() == held  # frozen, not the wall clock
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                await broker.connect()
+                break
+            except BrokerUnavailable:
+                assert time.monotonic() < deadline, "the exchange never came back"
+                await asyncio.sleep(0.2)
+        assert broker.now() >= market_now  # the exchange's clock once it answered
+        assert abs((broker.now() - market_now).days) < 2
+    finally:
+        await broker.close()
+
+
 async def test_exchange_restart_is_a_reconnect(
     trader: tuple[AlpacaBroker, Recorder], exchange: Exchange
 ) -> None:
