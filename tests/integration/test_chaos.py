@@ -1,0 +1,99 @@
+"""``stalwart chaos``: a real campaign (exchange + trader processes) and a build it must catch.
+
+The campaign is the suite's short version of the 1,000-kill run (``stalwart
+chaos --kills 1000``, result in ``bench/results/``): every failpoint armed at
+least once, hand actions while the trader is down, invariants after every
+restart. The broken build proves the harness can fail: a ``sitecustomize``
+module, put on the trader's path by this test only, makes the trader
+acknowledge fills without committing their execution rows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from runtime.chaos import ChaosOptions, run_campaign
+from runtime.chaos_checks import VIOLATIONS
+from runtime.failpoint import FAILPOINTS
+
+_BROKEN = '''
+"""A deliberately broken build (test only): fills acknowledged without their execution row."""
+import persistence.sqlite as _sqlite
+from persistence.protocol import PutExecution as _PutExecution
+
+_commit = _sqlite.SqliteStore.commit
+
+
+async def _commit_without_executions(self, writes):
+    return await _commit(self, [w for w in writes if not isinstance(w, _PutExecution)])
+
+
+_sqlite.SqliteStore.commit = _commit_without_executions
+'''
+
+
+def test_a_campaign_of_25_kills_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    result = run_campaign(ChaosOptions(kills=25, seed=11, workdir=tmp_path / "chaos"))
+
+    assert result.kills == 25
+    assert all(result.targeted_kills[name] >= 1 for name in FAILPOINTS), result.targeted_kills
+    assert result.restarts == 25
+    assert result.checks >= 20  # a failpoint may kill a boot before its check
+    assert result.executions > 0
+    assert {name: getattr(result, name) for name in VIOLATIONS} == dict.fromkeys(VIOLATIONS, 0), (
+        result.violations
+    )
+
+
+def test_the_harness_catches_a_build_that_acks_fills_before_storing_them(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(_BROKEN)
+    opts = ChaosOptions(
+        kills=3,
+        seed=5,
+        workdir=tmp_path / "chaos",
+        min_wait_s=4.0,
+        max_wait_s=6.0,
+        trader_env={"PYTHONPATH": str(broken)},
+    )
+
+    result = run_campaign(opts)
+
+    assert not result.ok
+    assert result.lost_fills > 0
+    assert any("is not in the store" in v for v in result.violations)
+
+
+def test_cli_prints_the_result_object_and_exits_1_on_a_violation(tmp_path: Path) -> None:
+    """One kill through the command line: the JSON shape tools read, and the exit code."""
+    out = tmp_path / "result.json"
+    args = ["chaos", "--kills", "1", "--seed", "2", "--json", "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *args, "--workdir", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    body = json.loads(run.stdout)
+    assert json.loads(out.read_text()) == body
+    expected = {"seed", "kills", "targeted_kills", "restarts", "hand_actions", "duration_s"}
+    assert expected | set(VIOLATIONS) <= set(body)
+    assert body["seed"] == 2
+    assert body["kills"] == 1
+    violations = sum(body[name] for name in VIOLATIONS)
+    assert run.returncode == (0 if violations == 0 else 1), run.stderr
+
+
+def test_cli_refuses_nonsense_with_exit_2(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "chaos", "--kills", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "--kills must be at least 1" in run.stderr
