@@ -130,6 +130,7 @@ class _Campaign:
             workdir=str(workdir),
         )
         self.round = 0
+        self.seen: set[tuple[str, str]] = set()
         self.pending = list(FAILPOINTS)
         self.rng.shuffle(self.pending)
 
@@ -245,10 +246,10 @@ class _Campaign:
                 truth, books, self.ledger, max_attempts=MAX_ATTEMPTS, unprotected_alerts=alerts
             )
             self.result.checks += 1
-            for name, n in found.counts.items():
-                setattr(self.result, name, getattr(self.result, name) + n)
-            for line in found.findings:
-                self._note(line)
+            for name, what, n in found.items:  # seen again at a later check: counted once
+                if (name, what) not in self.seen:
+                    self.seen.add((name, what))
+                    self._violation(name, what, n)
         finally:
             self.exchange.set_market(True)
 
@@ -321,8 +322,8 @@ class _Campaign:
 
     # -- bookkeeping ------------------------------------------------------------
 
-    def _violation(self, name: str, what: str) -> None:
-        setattr(self.result, name, getattr(self.result, name) + 1)
+    def _violation(self, name: str, what: str, n: int = 1) -> None:
+        setattr(self.result, name, getattr(self.result, name) + n)
         self._note(f"{name}: {what}")
 
     def _note(self, line: str) -> None:

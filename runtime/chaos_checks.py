@@ -81,10 +81,12 @@ class Check:
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(VIOLATIONS, 0))
     findings: list[str] = field(default_factory=list)
+    items: list[tuple[str, str, int]] = field(default_factory=list)  # (name, what, count)
 
     def add(self, name: str, what: str, n: int = 1) -> None:
         self.counts[name] += n
         self.findings.append(f"{name}: {what}")
+        self.items.append((name, what, n))
 
     @property
     def ok(self) -> bool:
