@@ -86,7 +86,7 @@ def test_session_survives_disconnect_and_outage_with_every_fill_once(
 ) -> None:
     state_dir = tmp_path / "state"
     trader: Session = session_factory("--config", str(_profile(tmp_path, exchange)), env=KEYS)
-    wait_for(lambda: _in_sync(exchange, state_dir), 30, "the first fills in the store")
+    wait_for(lambda: _in_sync(exchange, state_dir), 60, "the first fills in the store")
 
     exchange.control("POST", "disconnect")
     wait_for(lambda: "trade stream down" in trader.output(), 10, "the trader to see the drop")
