@@ -233,7 +233,14 @@ def check(
 def _check_entries(
     truth: Truth, books: Books, ledger: Ledger, out: Check, max_attempts: int
 ) -> None:
-    keys_by_day: dict[tuple[str, str], int] = defaultdict(int)
+    """Entries within the attempt limit, each counted, none while a position is open.
+
+    The trader counts an attempt per (day, pivot, side) when it writes the
+    entry's intent, before sending it. So entries stay within the limit when
+    (1) every entry the exchange filled has a stored intent, (2) no stored count
+    exceeds the limit and (3) no count ever decreases within a day; (4) is the
+    behaviour itself: a new entry order while that side is already held.
+    """
     for symbol, state in books.states.items():
         today = state.trading_day.isoformat()
         for key, count in state.attempts.items():
@@ -246,23 +253,18 @@ def _check_entries(
         for (sym, key), seen in ledger.attempts.items():
             if sym == symbol and key.startswith(today) and key not in state.attempts and seen:
                 out.add("attempt_regressions", f"{symbol} {key}: {seen} -> gone on the same day")
-    for symbol, key in ledger.attempts:
-        day = key.split("|", 1)[0].replace("-", "")[2:]
-        keys_by_day[(symbol, day)] += 1
 
-    entries: dict[tuple[str, str], set[str]] = defaultdict(set)
+    held: dict[str, float] = defaultdict(float)
+    entry_orders: set[str] = set()
     for ex in truth.executions:
-        match = _ENTRY.match(str(ex.get("client_order_id", "")))
-        if match:
-            entries[(match["symbol"], match["day"])].add(match.group(0))
-    for (symbol, day), cids in sorted(entries.items()):
-        unrecorded = sorted(c for c in cids if c not in books.entry_intents)
-        for cid in unrecorded:
-            out.add("duplicate_entries", f"{cid} filled at the exchange without a stored intent")
-        keys = keys_by_day.get((symbol, day), 0)
-        if keys and len(cids) > keys * max_attempts:
-            out.add(
-                "duplicate_entries",
-                f"{symbol} {day}: {len(cids)} entries for {keys} pivot/side keys",
-                len(cids) - keys * max_attempts,
-            )
+        symbol = str(ex["symbol"])
+        delta = float(ex["qty"]) * (1.0 if ex["side"] == "buy" else -1.0)
+        cid = str(ex.get("client_order_id", ""))
+        order = str(ex.get("order_id", cid))
+        if _ENTRY.match(cid) and order not in entry_orders:  # an entry order's first fill
+            entry_orders.add(order)
+            if cid not in books.entry_intents:
+                out.add("duplicate_entries", f"{cid} filled without a stored intent")
+            if abs(held[symbol]) > _EPS and (held[symbol] > 0) == (delta > 0):
+                out.add("duplicate_entries", f"{cid} entered while {held[symbol]} was held")
+        held[symbol] += delta

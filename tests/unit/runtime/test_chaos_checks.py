@@ -19,6 +19,7 @@ ENTRY = "sw-abc123-AAPL-260105-1-entry"
 def _ex(n: int, side: str, qty: float, price: float, cid: str = ENTRY, symbol: str = "AAPL") -> Any:
     return {
         "exec_id": f"e{n}",
+        "order_id": cid,
         "client_order_id": cid,
         "symbol": symbol,
         "side": side,
@@ -150,3 +151,17 @@ def test_a_damaged_store_is_an_integrity_failure() -> None:
     assert _run(truth, books)["integrity_failures"] == 1
     truth, books = _world(undecodable=["MSFT"])
     assert _run(truth, books)["integrity_failures"] == 1
+
+
+def test_a_second_entry_order_while_the_side_is_held_is_a_duplicate() -> None:
+    second = "sw-abc123-AAPL-260105-2-entry"
+    execs = [_ex(1, "buy", 100, 10.0), {**_ex(2, "buy", 100, 10.2, second), "order_id": "o2"}]
+    truth = Truth(execs, {"AAPL": 200.0}, [_stop(200)])
+    _, books = _world(
+        states={"AAPL": _state(qty=200.0)}, exec_ids=["e1", "e2"], entry_intents={ENTRY, second}
+    )
+    assert _run(truth, books)["duplicate_entries"] == 1
+    pieces = [_ex(1, "buy", 60, 10.0), _ex(2, "buy", 40, 10.0)]  # one order filled in two pieces
+    truth = Truth(pieces, {"AAPL": 100.0}, [_stop()])
+    _, books = _world(exec_ids=["e1", "e2"])
+    assert _run(truth, books)["duplicate_entries"] == 0
