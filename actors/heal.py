@@ -1,11 +1,12 @@
 """Healing one symbol inside its actor: the shell around ``plan_symbol``.
 
 Runs in the position actor's turn, so nothing races it for the symbol. Order:
-plan, decide the new state, commit it (with closed-trade rows and the foreign
-executions it accounts for), and only then act at the broker (cancel what a
-zombie left resting, flatten an orphan, resize or restore a stop). A dry run
-folds the fills a real run would replay into a copy of the state, plans, and
-changes nothing.
+plan, decide the new state, commit it if it changed (with closed-trade rows and
+the foreign executions it accounts for), and only then act at the broker
+(cancel what a zombie left resting, flatten an orphan, resize or restore a
+stop). A symbol that agrees with the broker writes nothing. A dry run folds
+the fills a real run would replay into a copy of the state, plans, and changes
+nothing.
 
 Hand trades (executions of orders the trader did not send) are never applied
 as fills: the broker's quantities say what they did, as a zombie, an orphan or
@@ -184,7 +185,9 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     for order in plan.unknown_orders:
         if order is not plan.broker_stop:
             actions.append(f"attached unknown order {order.client_order_id} ({order.type.value})")
-    await actor._commit(state, writes)
+    if writes or state != actor.state:
+        # Only a change is written: a symbol that agrees with the broker costs no commit.
+        await actor._commit(state, writes)
     await _refill_bars(actor)
 
     for order in leftovers:

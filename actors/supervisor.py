@@ -17,9 +17,11 @@ treated as flat: the run aborts with ``broker_reachable = false`` instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import msgspec
 
@@ -44,6 +46,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 _ORDER_QUIET_S = 5.0
 _CONSISTENT_READS = 3
+_ASK_WINDOW = 256  # symbols reconciled at once
 
 
 class RunRecovery(msgspec.Struct, frozen=True, tag=True):
@@ -154,6 +157,12 @@ class SupervisorActor(Actor[RunRecovery]):
             if dry_run:
                 continue
             await self._spawn(symbol)
+        # Each symbol's share of the truth, indexed once (not a scan per symbol).
+        orders_of = _grouped(orders)
+        executions_of = _grouped(executions)
+        ours_of = _grouped(ours)
+        foreign_of = _grouped(foreign)
+        asks: list[tuple[PositionActor, Reconcile]] = []
         outcomes: list[ReconcileOutcome] = []
         wanted = set(symbols) if symbols else set(self.actors) | set(by_symbol)
         for symbol in sorted(wanted):
@@ -162,7 +171,7 @@ class SupervisorActor(Actor[RunRecovery]):
                 if symbol in by_symbol:  # dry run: an orphan without an actor yet
                     outcomes.append(_orphan_outcome(by_symbol[symbol]))
                 continue
-            mine = tuple(o for o in orders if o.symbol == symbol)
+            mine = tuple(orders_of.get(symbol, ()))
             position = by_symbol.get(symbol)
             heal, signature = self._should_heal(mode, actor, position, mine, verify)
             request = Reconcile(
@@ -173,20 +182,21 @@ class SupervisorActor(Actor[RunRecovery]):
                 restore_stop=self.restore_stops,
                 orphan_mode=self.orphan_policy,
                 mode=mode,
-                executions=tuple(ex for ex in executions if ex.symbol == symbol),
-                replay=tuple(ex for ex in ours if ex.symbol == symbol),
-                foreign=tuple(ex for ex in foreign if ex.symbol == symbol),
+                executions=tuple(executions_of.get(symbol, ())),
+                replay=tuple(ours_of.get(symbol, ())),
+                foreign=tuple(foreign_of.get(symbol, ())),
                 signature=signature,
                 verify=verify,
             )
-            try:
-                outcome = await actor.ask(request)
-            except Exception as exc:  # the actor crashed (and restarts) or is halted
-                _log.error("%s: not reconciled: %r", symbol, exc)
-                critical.append(f"{symbol} not reconciled: {exc!r}")
+            asks.append((actor, request))
+        for (actor, _), answer in zip(asks, await _ask_all(asks), strict=True):
+            if isinstance(answer, BaseException):  # the actor crashed (and restarts) or is halted
+                _log.error("%s: not reconciled: %r", actor.symbol, answer)
+                critical.append(f"{actor.symbol} not reconciled: {answer!r}")
                 continue
-            assert isinstance(outcome, ReconcileOutcome)
-            outcomes.append(_with_external(outcome, external.get(symbol)))
+            assert isinstance(answer, ReconcileOutcome)
+            outcomes.append(_with_external(answer, external.get(actor.symbol)))
+        outcomes.sort(key=lambda o: o.symbol)
         report = self._report(mode, dry_run, started, t0, outcomes, replayed, critical, True)
         await self._publish(report)
         return report
@@ -225,8 +235,21 @@ class SupervisorActor(Actor[RunRecovery]):
         return oldest - self.margin
 
     async def _unseen(self, executions: list[Execution]) -> list[Execution]:
-        """Return the executions the store does not hold, oldest first."""
-        unseen = [ex for ex in executions if not await self.store.has_execution(ex.exec_id)]
+        """Return the executions the store does not hold, oldest first.
+
+        One read of the store's executions in the window answers for nearly all
+        of them; only an id not found there (a broker that stamps an execution
+        differently from the stream that delivered it) is looked up by id.
+        """
+        if not executions:
+            return []
+        since = min(ex.ts for ex in executions)
+        stored = {ex.exec_id for ex in await self.store.executions(since)}
+        unseen = [
+            ex
+            for ex in executions
+            if ex.exec_id not in stored and not await self.store.has_execution(ex.exec_id)
+        ]
         return sorted(unseen, key=lambda e: (e.ts, e.exec_id))
 
     def _ours(self, ex: Execution) -> bool:
@@ -356,6 +379,43 @@ class SupervisorActor(Actor[RunRecovery]):
         if not report.dry_run:
             row = ReportRow(at=report.started_at, mode=report.mode, body=body)
             await self.store.commit([PutReport(row)])
+
+
+_T = TypeVar("_T", Order, Execution)
+
+
+def _grouped(items: list[_T]) -> dict[str, list[_T]]:
+    """Return ``items`` by symbol, each symbol's in their original order."""
+    out: dict[str, list[_T]] = {}
+    for item in items:
+        out.setdefault(item.symbol, []).append(item)
+    return out
+
+
+async def _ask_all(
+    asks: Sequence[tuple[PositionActor, Reconcile]], window: int = _ASK_WINDOW
+) -> list[object]:
+    """Ask every actor its question, at most ``window`` at a time; return answers in order.
+
+    Each heal runs in its own actor's turn, so symbols never race each other;
+    asking many at once lets their commits share group commits and their
+    broker calls overlap, instead of paying one round trip after another. An
+    error (the actor crashed or is halted) is returned in its place.
+    """
+    answers: list[object] = [None] * len(asks)
+    todo = iter(enumerate(asks))
+
+    async def worker() -> None:
+        for i, (actor, request) in todo:
+            try:
+                answers[i] = await actor.ask(request)
+            except Exception as exc:
+                answers[i] = exc
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(window, len(asks))):
+            group.create_task(worker())
+    return answers
 
 
 def _same(a: list[BrokerPosition] | list[Order], b: list[BrokerPosition] | list[Order]) -> bool:

@@ -22,7 +22,8 @@ from pathlib import Path
 import msgspec
 
 from actors.bars import BarRing
-from actors.messages import Checkpoint, OnBar, OnExecution, OnOrderUpdate
+from actors.checkpoint import CHECKPOINT_WAVE, checkpoint_all
+from actors.messages import OnBar, OnExecution, OnOrderUpdate
 from actors.position import PositionActor, PositionContext
 from actors.state import PositionState
 from actors.strategy import Action, Enter, PivotBreakout, Session, Strategy, StrategyParams
@@ -206,21 +207,25 @@ class App:
                     restarted=self._restarted,
                 )
 
-                async def spawn(symbol: str, row: SnapshotRow | None = None) -> PositionActor:
+                def make(symbol: str, row: SnapshotRow | None = None) -> PositionActor:
+                    return PositionActor(
+                        symbol, ctx, row, strategy=strategy_for(cfg, watch.get(symbol))
+                    )
+
+                async def spawn(symbol: str) -> PositionActor:
                     existing = self.actors.get(symbol)
                     if existing is not None:
                         return existing
-                    actor = PositionActor(
-                        symbol, ctx, row, strategy=strategy_for(cfg, watch.get(symbol))
-                    )
+                    actor = make(symbol)
                     await sup.start(actor)
                     self.actors[symbol] = actor
                     return actor
 
                 loaded = await store.load_snapshots()
                 rows = {r.symbol: r for r in loaded.rows}
-                for symbol in sorted(set(watch) | set(rows)):
-                    await spawn(symbol, rows.get(symbol))
+                await self._start_actors(
+                    sup, [make(s, rows.get(s)) for s in sorted(set(watch) | set(rows))]
+                )
 
                 async def truth() -> tuple[list[BrokerPosition], list[Order]]:
                     return await broker.positions(), await broker.open_orders()
@@ -278,6 +283,21 @@ class App:
             if not once:
                 self._write_state(broker, "stopped")
         return 0
+
+    async def _start_actors(self, sup: Supervisor, actors: list[PositionActor]) -> None:
+        """Start the loaded actors in waves, each wave concurrently and as one tier.
+
+        One tier per wave: at shutdown a wave stops together, its final
+        checkpoints sharing a commit, without the whole book encoding in one
+        loop iteration. Raise the first start error (the others are logged).
+        """
+        for start in range(0, len(actors), CHECKPOINT_WAVE):
+            wave = actors[start : start + CHECKPOINT_WAVE]
+            try:
+                await sup.start_all(wave)
+            except ExceptionGroup as group:
+                raise group.exceptions[0] from None
+            self.actors.update((actor.symbol, actor) for actor in wave)
 
     async def _connect(self, broker: Broker) -> bool:
         rec = self.config.recovery
@@ -418,9 +438,7 @@ class App:
         backed_up: date | None = None
         while True:
             await self.wall.sleep(interval)
-            for actor in list(self.actors.values()):
-                with contextlib.suppress(ActorStopped):
-                    await actor.tell(Checkpoint())
+            await checkpoint_all(list(self.actors.values()), patience_s=max(interval, 1.0))
             day = self.calendar.trading_day(clock.now())
             if day != backed_up:
                 try:

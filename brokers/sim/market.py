@@ -93,6 +93,7 @@ class MarketClock:
         self._anchor_mono = monotonic()
         self._paused = False
         self._last = self._anchor
+        self._session: tuple[datetime, datetime, float] | None = None  # see _within_session
 
     @property
     def speed(self) -> float:
@@ -107,11 +108,31 @@ class MarketClock:
         if not self._paused:
             # Rounded to the microsecond so that deadline() is exact despite float error.
             elapsed = round((self._monotonic() - self._anchor_mono) * self._speed, 6)
-            ts = advance(self._calendar, self._anchor, elapsed)
+            ts = self._within_session(elapsed)
+            if ts is None:
+                ts = advance(self._calendar, self._anchor, elapsed)
+                self._reanchor(ts)
             if ts > self._last:
                 self._last = ts
-            self._reanchor(ts)
         return self._last
+
+    def _within_session(self, elapsed: float) -> datetime | None:
+        """Return ``advance(anchor, elapsed)`` when it stays in the anchor's session, else None.
+
+        Every actor reads the clock on every event, so the common case (still in
+        the session the anchor is in) is one addition, not a walk over the
+        calendar's time zones; it is the same arithmetic ``advance`` does then.
+        """
+        session = self._session
+        if session is None or session[0] is not self._anchor:
+            floor = session_floor(self._calendar, self._anchor)
+            room = self._calendar.close_of(local_day(self._calendar, floor)) - floor
+            session = (self._anchor, floor, room.total_seconds())
+            self._session = session
+        _, floor, room_s = session
+        if max(0.0, elapsed) < room_s:
+            return floor + timedelta(seconds=max(0.0, elapsed))
+        return None
 
     def _reanchor(self, ts: datetime) -> None:
         """Move the anchor to the open of ``ts``'s day, on the same time line.
