@@ -183,11 +183,49 @@ class OrderDesk:
             return
         planned = msgspec.structs.replace(stop, price=price, qty=qty, status="replacing")
         await actor._commit(model.set_stop(actor.state, planned), [])
+        await self._replace(stop, planned)
+
+    def plan_resize(self, state: PositionState) -> tuple[PositionState, StopOrder | None]:
+        """After a fill: the stop resized to the position, recorded as "replacing".
+
+        Return ``state`` with the planned stop and the stop as it rests at the
+        broker now (None and ``state`` unchanged when nothing needs to move).
+        The caller commits the plan, then calls ``send_stop_move``.
+        """
+        stop = state.stop
+        qty = abs(state.qty)
+        if stop is None or stop.order_id is None or state.is_flat or abs(stop.qty - qty) < 1e-9:
+            return state, None
+        planned = msgspec.structs.replace(stop, qty=qty, status="replacing")
+        return model.set_stop(state, planned), stop
+
+    async def send_stop_move(self, resting: StopOrder) -> None:
+        """Send the committed stop move of ``plan_resize``; ``resting`` is the stop it replaces.
+
+        When trading stopped while the plan was committed, nothing is sent and
+        the resting stop is kept (a crash there leaves "replacing" on disk,
+        which reconciliation settles from the broker's order).
+        """
+        actor = self.actor
+        planned = actor.state.stop
+        if planned is None or planned.status != "replacing":
+            return
+        if not actor.trading_allowed:
+            actor._adopt(model.set_stop(actor.state, resting))
+            return
+        await self._replace(resting, planned)
+
+    async def _replace(self, resting: StopOrder, planned: StopOrder) -> None:
+        actor = self.actor
+        if resting.order_id is None:
+            return
         try:
-            order = await actor.ctx.broker.replace(stop.order_id, stop_price=price, qty=qty)
+            order = await actor.ctx.broker.replace(
+                resting.order_id, stop_price=planned.price, qty=planned.qty
+            )
         except BrokerError as exc:
-            _log.warning("%s: stop move to %s failed: %s", actor.symbol, price, exc)
-            await actor._commit(model.set_stop(actor.state, stop), [])
+            _log.warning("%s: stop move to %s failed: %s", actor.symbol, planned.price, exc)
+            await actor._commit(model.set_stop(actor.state, resting), [])
             return
         live = msgspec.structs.replace(planned, order_id=order.order_id, status="live")
         actor._adopt(model.set_stop(actor.state, live))

@@ -258,15 +258,19 @@ class PositionActor(Actor[PositionMsg]):
             taken_at=self.ctx.wall.now(),
         )
 
-    async def _commit(self, state: PositionState, writes: Sequence[Write]) -> None:
-        """Make ``state`` (and ``writes``) durable, then adopt it; retry while the disk fails."""
+    async def _commit(self, state: PositionState, writes: Sequence[Write]) -> bool:
+        """Make ``state`` (and ``writes``) durable, then adopt it; retry while the disk fails.
+
+        Return False, adopting nothing, when the store refused the whole commit
+        because an execution written with ``require_new`` was already stored.
+        """
         row = self.snapshot_row(state)
         batch = [*writes, PutSnapshot(row)]
         backoff = 0.05
         suspended_here = False
         while True:
             try:
-                await self.ctx.store.commit(batch)
+                result = await self.ctx.store.commit(batch)
                 break
             except StoreWriteError as exc:
                 if not suspended_here:
@@ -279,9 +283,17 @@ class PositionActor(Actor[PositionMsg]):
         if suspended_here and self.lifecycle is Lifecycle.SUSPENDED:
             self.resume()
             self._alert("store", Severity.INFO, "store writable again; resumed")
+        if result.duplicate_exec_ids and any(
+            isinstance(w, PutExecution)
+            and w.require_new
+            and w.execution.exec_id in result.duplicate_exec_ids
+            for w in writes
+        ):
+            return False
         self.state = state
         self.checkpointed_at = row.taken_at
         self._dirty = False
+        return True
 
     async def _checkpoint(self, force: bool) -> None:
         if force or self._dirty:
@@ -368,7 +380,7 @@ class PositionActor(Actor[PositionMsg]):
 
     async def _on_execution(self, ex: Execution) -> FillAck:
         self.desk_activity = self.ctx.wall.monotonic()
-        if ex.exec_id in self.state.applied or await self.ctx.store.has_execution(ex.exec_id):
+        if ex.exec_id in self.state.applied:
             return FillAck(exec_id=ex.exec_id, applied=False)
         before = self.state
         try:
@@ -377,7 +389,9 @@ class PositionActor(Actor[PositionMsg]):
             _log.error("refused execution %s: %s", ex.exec_id, exc)
             raise BadEvent(str(exc)) from exc
         state = applied.state
-        writes: list[Write] = [PutExecution(ex)]
+        # An execution stored before (by an earlier run, or by reconciliation as a
+        # hand trade) voids this whole commit: the store's key decides, no read first.
+        writes: list[Write] = [PutExecution(ex, require_new=True)]
         writes.extend(PutClosedTrade(t) for t in applied.closed)
         intent = before.intent(ex.client_order_id)
         external = None
@@ -386,43 +400,51 @@ class PositionActor(Actor[PositionMsg]):
             external = "opened"
             mode = Mode.WATCH if self.ctx.orphan_policy == "adopt" else Mode.MANAGED
             state = model.adopt(state, state.qty, state.avg_price, ex.ts, mode)
+        elif intent is None and applied.closed:
+            external = "closed"
+        stop_intent = None
+        if intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
+            state, stop_intent, more = self.desk.plan_stop(state)
+            writes.extend(more)
+        resting = None  # the stop as it rests at the broker, when this fill resizes it
+        if stop_intent is None and self._may_trade(state):
+            # Write-ahead in the fill's own transaction: one commit, not two.
+            state, resting = self.desk.plan_resize(state)
+        if intent is not None and state.intent(ex.client_order_id) is None:
+            writes.append(ResolveIntent(ex.client_order_id, "filled", ex.order_id))
+        failpoint("after_fill_before_commit")
+        if not await self._commit(state, writes):
+            return FillAck(exec_id=ex.exec_id, applied=False)
+        if external == "opened":
             self._alert(
                 "orphan",
                 Severity.CRITICAL,
                 f"fill {ex.exec_id} of an unknown order opened {state.qty} @ {ex.price}: "
                 f"adopted, policy {self.ctx.orphan_policy}",
             )
-        elif intent is None and applied.closed:
-            external = "closed"
+        elif external == "closed":
             self._alert(
                 "zombie",
                 Severity.WARNING,
                 f"fill {ex.exec_id} of an unknown order closed the position @ {ex.price}",
             )
-        stop_intent = None
-        if intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
-            state, stop_intent, more = self.desk.plan_stop(state)
-            writes.extend(more)
-        if intent is not None and state.intent(ex.client_order_id) is None:
-            writes.append(ResolveIntent(ex.client_order_id, "filled", ex.order_id))
-        failpoint("after_fill_before_commit")
-        await self._commit(state, writes)
         if intent is not None and intent.kind is IntentKind.ENTRY and before.is_flat:
             self._verified_open = state.opened_at  # our own fill: nothing to verify
-        _log.info(
-            "fill %s %s %s %s @ %s -> qty %s",
-            ex.exec_id,
-            ex.symbol,
-            ex.side.value,
-            ex.qty,
-            ex.price,
-            state.qty,
-        )
+        if _log.isEnabledFor(logging.INFO):
+            _log.info(
+                "fill %s %s %s %s @ %s -> qty %s",
+                ex.exec_id,
+                ex.symbol,
+                ex.side.value,
+                ex.qty,
+                ex.price,
+                state.qty,
+            )
         # Durable: now act on it.
         if stop_intent is not None and self.lifecycle is Lifecycle.RUNNING:
             await self.desk.send(stop_intent)
-        elif self.state.stop is not None and not state.is_flat:
-            await self.desk.resize_stop()
+        elif resting is not None:
+            await self.desk.send_stop_move(resting)
         if (
             applied.closed
             and before.stop is not None
@@ -430,6 +452,14 @@ class PositionActor(Actor[PositionMsg]):
         ):
             await self.desk.cancel_order_quietly(before.stop)
         return FillAck(exec_id=ex.exec_id, applied=True, external=external)
+
+    def _may_trade(self, state: PositionState) -> bool:
+        """Return ``trading_allowed`` as it will be once ``state`` is adopted."""
+        return (
+            self.lifecycle is Lifecycle.RUNNING
+            and not self.unverified
+            and state.mode is Mode.MANAGED
+        )
 
     async def _on_order(self, order: Order) -> None:
         self.desk_activity = self.ctx.wall.monotonic()

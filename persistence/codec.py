@@ -39,6 +39,7 @@ from persistence.protocol import (
 )
 
 __all__ = [
+    "INSERT_EXECUTION",
     "INTENT_STATUSES",
     "LIVE_INTENT_STATUSES",
     "EncodedBatch",
@@ -78,10 +79,15 @@ class QuarantinedSnapshotRow(msgspec.Struct, frozen=True):
 
 
 class EncodedBatch(NamedTuple):
-    """One commit's statements, in order, and the execution ids it inserts."""
+    """One commit's statements, in order, and the execution ids it inserts.
+
+    ``guards``: execution ids that must be new; when one is already stored,
+    nothing of the batch is stored (``PutExecution(require_new=True)``).
+    """
 
     ops: tuple[Op, ...]
     exec_ids: tuple[str, ...]
+    guards: tuple[str, ...] = ()
 
 
 def columns(row_type: type[msgspec.Struct]) -> str:
@@ -133,8 +139,11 @@ def _upsert(table: str, row_type: type[msgspec.Struct], key: str) -> str:
     )
 
 
+# Only a known exec_id is skipped (any other constraint still fails the commit);
+# the writer tells a skipped insert by its row count.
 INSERT_EXECUTION = (
-    f"INSERT OR IGNORE INTO executions ({columns(Execution)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO executions ({columns(Execution)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (exec_id) DO NOTHING"
 )
 UPSERT_SNAPSHOT = _upsert("snapshots", SnapshotRow, "symbol")
 UPSERT_INTENT = _upsert("intents", IntentRow, "client_order_id")
@@ -232,11 +241,14 @@ def encode_batch(writes: Sequence[Write]) -> EncodedBatch:
     """
     ops: list[Op] = []
     exec_ids: list[str] = []
+    guards: list[str] = []
     for write in writes:
         match write:
-            case PutExecution(execution=e):
+            case PutExecution(execution=e, require_new=require_new):
                 ops.append((INSERT_EXECUTION, _execution(e)))
                 exec_ids.append(e.exec_id)
+                if require_new:
+                    guards.append(e.exec_id)
             case PutSnapshot(row=s):
                 ops.append((UPSERT_SNAPSHOT, _snapshot(s)))
             case PutIntent(intent=i):
@@ -253,7 +265,7 @@ def encode_batch(writes: Sequence[Write]) -> EncodedBatch:
                 ops.append((INSERT_REPORT, _report(r)))
             case _:
                 raise TypeError(f"not a store write: {write!r}")
-    return EncodedBatch(tuple(ops), tuple(exec_ids))
+    return EncodedBatch(tuple(ops), tuple(exec_ids), tuple(guards))
 
 
 def quarantine_batch(symbol: str, reason: str, at: datetime) -> EncodedBatch:

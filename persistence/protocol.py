@@ -100,7 +100,14 @@ class PutSnapshot(msgspec.Struct, frozen=True, tag=True):
 
 
 class PutExecution(msgspec.Struct, frozen=True, tag=True):
+    """Store an execution (once: a known ``exec_id`` is skipped and reported).
+
+    ``require_new``: when the execution is already stored, nothing of the whole
+    commit is stored (a fill applied to a state must not be stored twice).
+    """
+
     execution: Execution
+    require_new: bool = False
 
 
 class PutIntent(msgspec.Struct, frozen=True, tag=True):
@@ -131,7 +138,11 @@ Write = (
 
 
 class CommitResult(msgspec.Struct, frozen=True):
-    """What a commit did; ``duplicate_exec_ids`` were already stored and were skipped."""
+    """What a commit did; ``duplicate_exec_ids`` were already stored and were skipped.
+
+    A commit with a ``PutExecution(require_new=True)`` whose id is among them
+    stored nothing at all.
+    """
 
     duplicate_exec_ids: frozenset[str] = frozenset()
 

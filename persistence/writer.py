@@ -13,9 +13,15 @@ Why it is built this way:
   in it gets ``StoreWriteError``, so nothing of any of its batches is visible.
 * Batches arrive encoded (``codec.encode_batch`` runs in the caller), so a
   malformed write fails its own commit and cannot poison a group.
+* A group's whole transaction (BEGIN IMMEDIATE, every statement, COMMIT) runs
+  as one call on the connection's thread: one hop instead of one per
+  statement, each of which would wait for the GIL behind a busy loop.
 * Statements run in the order the commits were made; only consecutive runs of
   the same statement are sent together (``executemany``). A quarantine followed
-  by a fresh snapshot of the same symbol means what it says.
+  by a fresh snapshot of the same symbol means what it says. Duplicate
+  executions are told by the insert's row count (``ON CONFLICT DO NOTHING``),
+  not by a read first; a batch whose guarded execution is a duplicate is rolled
+  back to its savepoint, the rest of the group stands.
 * A failed transaction (disk full, I/O error) does not stop the writer: the
   next group tries again, so the store heals when space returns (``healthy``
   says which way the last commit went). Anything else (a bug, a closed
@@ -32,19 +38,20 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar, cast
 
 import aiosqlite
 
-from persistence.codec import EncodedBatch, Params
+from persistence.codec import INSERT_EXECUTION, EncodedBatch, Params
 from persistence.protocol import StoreWriteError
 
 __all__ = ["GroupCommitWriter"]
 
 _log = logging.getLogger(__name__)
 
-_IN_CHUNK = 500  # well under SQLite's host-parameter limit
+_T = TypeVar("_T")
 
 
 class _Pending:
@@ -171,16 +178,13 @@ class GroupCommitWriter:
                     _fail(pending, f"store {self._path} writer stopped", self._failure)
 
     async def _commit(self, group: list[_Pending]) -> None:
+        batches = [pending.batch for pending in group]
+        before_commit = self._before_commit
         try:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            duplicates = await self._duplicates(group)
-            for sql, rows in _runs(group):
-                await self._conn.executemany(sql, rows)
-            if self._before_commit is not None:
-                self._before_commit()
-            await self._conn.execute("COMMIT")
+            duplicates = await _on_connection_thread(
+                self._conn, lambda conn: _transact(conn, batches, before_commit)
+            )
         except BaseException as exc:
-            await self._rollback()
             message = f"store {self._path}: commit of {len(group)} batch(es) failed: {exc}"
             for pending in group:
                 _fail(pending, message, exc)
@@ -197,43 +201,93 @@ class GroupCommitWriter:
             if not pending.future.done():
                 pending.future.set_result(dups)
 
-    async def _rollback(self) -> None:
+
+async def _on_connection_thread(
+    conn: aiosqlite.Connection, work: Callable[[sqlite3.Connection], _T]
+) -> _T:
+    """Run ``work(connection)`` on ``conn``'s own thread: a whole transaction in one hop.
+
+    aiosqlite's public methods each make one round trip to its thread (one
+    statement each); a group transaction would make one per statement, and on
+    a busy loop every hop waits for the GIL. ``_execute`` is how those methods
+    reach the thread; it is not public API, hence this one place.
+    """
+    execute = cast(Callable[[Callable[[], _T]], Awaitable[_T]], conn._execute)
+    return await execute(lambda: work(conn._conn))
+
+
+def _transact(
+    conn: sqlite3.Connection,
+    batches: Sequence[EncodedBatch],
+    before_commit: Callable[[], None] | None,
+) -> list[frozenset[str]]:
+    """Store ``batches`` in one transaction (on the connection's thread); return duplicates.
+
+    Per batch: the exec ids already stored or inserted earlier in the group.
+    A batch with a guard among them is rolled back to its savepoint: nothing
+    of it is stored. On any error the transaction is rolled back and the error
+    raised.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result: list[frozenset[str]] = []
+        run_sql: str | None = None
+        run_rows: list[Params] = []
+        for batch in batches:
+            if batch.guards:
+                if run_sql is not None:
+                    conn.executemany(run_sql, run_rows)
+                    run_sql, run_rows = None, []
+                result.append(_guarded(conn, batch))
+                continue
+            dups: set[str] | None = None
+            for sql, params in batch.ops:
+                if sql == INSERT_EXECUTION:
+                    if run_sql is not None:
+                        conn.executemany(run_sql, run_rows)
+                        run_sql, run_rows = None, []
+                    if conn.execute(sql, params).rowcount == 0:
+                        dups = dups or set()
+                        dups.add(str(params[0]))
+                elif sql == run_sql:
+                    run_rows.append(params)
+                else:
+                    if run_sql is not None:
+                        conn.executemany(run_sql, run_rows)
+                    run_sql, run_rows = sql, [params]
+            result.append(_NONE if dups is None else frozenset(dups))
+        if run_sql is not None:
+            conn.executemany(run_sql, run_rows)
+        if before_commit is not None:
+            before_commit()
+        conn.execute("COMMIT")
+    except BaseException:
         # SQLite may already have rolled back (SQLITE_FULL, SQLITE_IOERR); then
         # ROLLBACK fails with "no transaction is active", which is what we want.
-        with contextlib.suppress(sqlite3.Error, ValueError):
-            await self._conn.execute("ROLLBACK")
-
-    async def _duplicates(self, group: Sequence[_Pending]) -> list[frozenset[str]]:
-        """Return per batch the exec ids already stored or inserted earlier in the group."""
-        wanted = list(dict.fromkeys(e for p in group for e in p.batch.exec_ids))
-        if not wanted:
-            return [frozenset()] * len(group)
-        seen: set[str] = set()
-        for start in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[start : start + _IN_CHUNK]
-            marks = ", ".join("?" for _ in chunk)
-            rows = await self._conn.execute_fetchall(
-                f"SELECT exec_id FROM executions WHERE exec_id IN ({marks})", chunk
-            )
-            seen.update(str(row[0]) for row in rows)
-        result: list[frozenset[str]] = []
-        for pending in group:
-            dups: set[str] = set()
-            for exec_id in pending.batch.exec_ids:
-                if exec_id in seen:
-                    dups.add(exec_id)
-                else:
-                    seen.add(exec_id)
-            result.append(frozenset(dups))
-        return result
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
-def _runs(group: Sequence[_Pending]) -> list[tuple[str, list[Params]]]:
-    runs: list[tuple[str, list[Params]]] = []
-    for pending in group:
-        for sql, params in pending.batch.ops:
-            if runs and runs[-1][0] == sql:
-                runs[-1][1].append(params)
-            else:
-                runs.append((sql, [params]))
-    return runs
+def _guarded(conn: sqlite3.Connection, batch: EncodedBatch) -> frozenset[str]:
+    """Store ``batch`` unless one of its guards is a known execution; return its duplicates."""
+    conn.execute("SAVEPOINT guarded")
+    dups: set[str] = set()
+    guards = frozenset(batch.guards)
+    voided = False
+    for sql, params in batch.ops:
+        cursor = conn.execute(sql, params)
+        if sql == INSERT_EXECUTION and cursor.rowcount == 0:
+            exec_id = str(params[0])
+            dups.add(exec_id)
+            if exec_id in guards:
+                voided = True
+                break
+    if voided:
+        conn.execute("ROLLBACK TO guarded")
+    conn.execute("RELEASE guarded")
+    return frozenset(dups)
+
+
+_NONE: frozenset[str] = frozenset()

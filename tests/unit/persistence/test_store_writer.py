@@ -147,3 +147,57 @@ async def test_a_cancelled_caller_does_not_disturb_its_group(store: SqliteStore)
     # Once queued, a batch is carried out: the caller just does not hear about it.
     assert await store.has_execution("e-1")
     assert await store.has_execution("e-2")
+
+
+async def test_a_guarded_duplicate_voids_its_own_batch_and_nothing_else(store: SqliteStore) -> None:
+    await store.commit([PutExecution(execution("e-1"))])
+    guarded: list[Write] = [
+        PutExecution(execution("e-1"), require_new=True),
+        PutSnapshot(snapshot("AAPL", seq=7)),
+    ]
+    other: list[Write] = [PutExecution(execution("e-2")), PutSnapshot(snapshot("MSFT", seq=3))]
+
+    voided, stored = await asyncio.gather(store.commit(guarded), store.commit(other))
+
+    assert voided.duplicate_exec_ids == {"e-1"}
+    assert stored.duplicate_exec_ids == frozenset()
+    assert [r.symbol for r in (await store.load_snapshots()).rows] == ["MSFT"]
+    assert sorted(e.exec_id for e in await store.executions()) == ["e-1", "e-2"]
+
+
+async def test_a_guarded_execution_that_is_new_is_stored_with_its_batch(store: SqliteStore) -> None:
+    result = await store.commit(
+        [PutExecution(execution("e-1"), require_new=True), PutSnapshot(snapshot("AAPL"))]
+    )
+
+    assert result.duplicate_exec_ids == frozenset()
+    assert [r.symbol for r in (await store.load_snapshots()).rows] == ["AAPL"]
+    assert await store.has_execution("e-1")
+
+
+async def test_a_duplicate_inside_one_group_is_reported_to_the_later_batch(
+    store: SqliteStore,
+) -> None:
+    first, second = await asyncio.gather(
+        store.commit([PutExecution(execution("e-1"))]),
+        store.commit([PutExecution(execution("e-1"), require_new=True), PutSnapshot(snapshot())]),
+    )
+
+    assert first.duplicate_exec_ids == frozenset()
+    assert second.duplicate_exec_ids == {"e-1"}
+    assert (await store.load_snapshots()).rows == []
+
+
+async def test_a_group_is_one_transaction_whatever_its_statements(store: SqliteStore) -> None:
+    writes: list[Write] = [
+        PutExecution(execution("e-1")),
+        PutSnapshot(snapshot("AAPL")),
+        PutExecution(execution("e-2")),
+        PutSnapshot(snapshot("MSFT")),
+    ]
+
+    result = await store.commit(writes)
+
+    assert result.duplicate_exec_ids == frozenset()
+    assert store.transactions == 1
+    assert len((await store.load_snapshots()).rows) == 2

@@ -1,0 +1,137 @@
+"""The position actor's fill path on a real SQLite store: one commit per fill, no read first.
+
+The venue is ``bench._world.InstantVenue``, an in-process broker that answers at
+once (the benchmarks' stand-in for a remote venue); the store is a real file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from actors import model
+from actors.bars import BarRing
+from actors.messages import FillAck, OnExecution
+from actors.position import PositionActor
+from actors.snapshot import decode_snapshot, encode_snapshot
+from actors.state import SCHEMA_VERSION, PositionState
+from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
+from brokers.base import Execution, Side
+from persistence import PutExecution, SnapshotRow, SqliteStore, open_store
+from runtime.clock import TradingCalendar
+from runtime.supervision import Supervisor
+
+START = TradingCalendar().open_of(DAY) + timedelta(hours=1)
+SYMBOL = "AAPL"
+
+
+def _entry_in_flight(qty: float) -> PositionState:
+    state = PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
+    state = model.set_levels(state, DAY, {"resistance": 100.0, "support": 97.0})
+    state, _ = model.begin_entry(
+        state, day=DAY, pivot=100.0, side=Side.BUY, qty=qty, now=START, max_attempts=2
+    )
+    return msgspec.structs.replace(state, targets=(101.0, 102.0), planned_stop=99.5)
+
+
+def _fill(actor: PositionActor, exec_id: str, qty: float) -> Execution:
+    return Execution(
+        exec_id=exec_id,
+        order_id="BO-1",
+        client_order_id=actor.state.intents[0].client_order_id,
+        symbol=SYMBOL,
+        side=Side.BUY,
+        qty=qty,
+        price=100.0,
+        ts=START,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await open_store(tmp_path / "fills.db", ACCOUNT)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _loaded(store: SqliteStore, venue: InstantVenue, alerts: CountingAlerts) -> PositionActor:
+    """Return an actor whose checkpoint holds a flat state with a 30-share entry out."""
+    venue.market_time = START
+    state = _entry_in_flight(30.0)
+    blob = encode_snapshot(state, BarRing(SYMBOL, 240))
+    row = SnapshotRow(SYMBOL, blob, SCHEMA_VERSION, state.seq, START)
+    return PositionActor(SYMBOL, context(store, venue, alerts=alerts), row)
+
+
+async def test_a_fill_that_resizes_the_stop_is_one_commit_written_ahead(
+    store: SqliteStore,
+) -> None:
+    venue, alerts = InstantVenue(), CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _loaded(store, venue, alerts)
+        await sup.start(actor)
+        ack = await actor.ask(OnExecution(_fill(actor, "X-1", 10.0)))
+        assert isinstance(ack, FillAck)
+        assert ack.applied
+        stop = actor.state.stop
+        assert stop is not None
+        assert stop.status == "live"
+        assert stop.qty == 10.0
+        before = store.transactions
+
+        ack = await actor.ask(OnExecution(_fill(actor, "X-2", 10.0)))
+
+        assert isinstance(ack, FillAck)
+        assert ack.applied
+        assert store.transactions == before + 1
+        assert stop.order_id is not None
+        assert venue.orders[stop.order_id].qty == 20.0
+        live = actor.state.stop
+        assert live is not None
+        assert live.status == "live"
+        assert live.qty == 20.0
+        # What is on disk is the write-ahead plan: the move, before the broker took it.
+        (row,) = (await store.load_snapshots()).rows
+        stored, _ = decode_snapshot(row.blob, row.schema_version, SYMBOL, 240)
+        assert stored.qty == 20.0
+        assert stored.stop is not None
+        assert stored.stop.status == "replacing"
+        assert stored.stop.qty == 20.0
+
+
+async def test_an_execution_already_stored_is_not_applied_and_stores_nothing(
+    store: SqliteStore,
+) -> None:
+    venue, alerts = InstantVenue(), CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _loaded(store, venue, alerts)
+        await sup.start(actor)
+        hand_trade = Execution(
+            exec_id="H-1",
+            order_id="HO-1",
+            client_order_id="by-hand",
+            symbol=SYMBOL,
+            side=Side.BUY,
+            qty=5.0,
+            price=100.0,
+            ts=START,
+        )
+        await store.commit([PutExecution(hand_trade)])  # as reconciliation stores a hand trade
+        before, transactions = actor.state, store.transactions
+
+        ack = await actor.ask(OnExecution(hand_trade))
+
+        assert isinstance(ack, FillAck)
+        assert not ack.applied
+        assert actor.state == before
+        assert actor.state.is_flat
+        assert len(actor.state.intents) == 1
+        assert store.transactions == transactions + 1  # committed, and rolled back inside
+        assert (await store.load_snapshots()).rows == []
+        assert alerts.kinds == {}
