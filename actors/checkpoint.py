@@ -22,7 +22,7 @@ __all__ = ["CHECKPOINT_WAVE", "checkpoint_all"]
 
 _log = logging.getLogger(__name__)
 
-CHECKPOINT_WAVE = 250  # actors encoding in one loop iteration: ~7 ms
+CHECKPOINT_WAVE = 128  # actors encoding in one loop iteration: ~4 ms
 
 
 async def checkpoint_all(

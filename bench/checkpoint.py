@@ -3,9 +3,11 @@
 The runtime side: 10,000 position actors, each holding an open position with
 its stop and a full 240-bar buffer, made dirty by one bar each (through the
 strategy, as in a session), then checkpointed exactly as ``runtime.app`` does
-every interval: ``tell(Checkpoint())`` to every actor. Timed from the first
-tell until the last snapshot is committed; a loop-lag monitor (the lateness of
-a 1 ms periodic sleep) runs throughout and reports the longest stall. The store
+every interval: ``actors.checkpoint.checkpoint_all`` (``Checkpoint`` to every
+actor in waves, each wave's commits awaited before the next). Timed from the
+first ``Checkpoint`` until the last snapshot is committed; a loop-lag monitor
+(the lateness of a 1 ms periodic sleep) runs throughout and reports the
+longest stall. The store
 already holds every snapshot (an earlier checkpoint), as in a session.
 
 The baseline, same disk, same run: ``json.dump`` of the same state (each
@@ -16,7 +18,6 @@ flushed and fsynced, then renamed over the state file (atomic, durable).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
@@ -29,7 +30,8 @@ from typing import Any
 
 import msgspec
 
-from actors.messages import Checkpoint, GetState, OnBar
+from actors.checkpoint import checkpoint_all
+from actors.messages import GetState, OnBar
 from actors.position import PositionActor
 from bench._core import LagMonitor, Result, Settings, fresh_heap, run_on_uvloop, summarize
 from bench._world import (
@@ -55,7 +57,6 @@ from persistence import (
     Write,
     open_store,
 )
-from runtime.actor import ActorStopped
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
@@ -185,9 +186,7 @@ async def _checkpoint_all(
     """Checkpoint every actor as ``runtime.app`` does; return the seconds until all committed."""
     store.arm(len(actors))
     t0 = time.perf_counter()
-    for actor in actors:
-        with contextlib.suppress(ActorStopped):
-            await actor.tell(Checkpoint(force=force))
+    await checkpoint_all(actors, force=force)
     await store.done.wait()
     return time.perf_counter() - t0
 

@@ -111,3 +111,23 @@ def test_clock_stays_exact_over_many_sessions() -> None:
         last = (deadline, target)
     mono.value = last[0]
     assert clock.now() == last[1]
+
+
+@given(
+    start=st.integers(min_value=-3 * 3600, max_value=8 * 24 * 3600),
+    steps=st.lists(st.floats(min_value=0.0, max_value=9 * 3600.0), min_size=1, max_size=8),
+    speed=st.sampled_from([1.0, 7.5, 60.0]),
+)
+def test_clock_reads_as_advancing_from_its_start(
+    start: int, steps: list[float], speed: float
+) -> None:
+    mono = FakeMonotonic()
+    origin = OPEN + timedelta(seconds=start)
+    clock = MarketClock(CALENDAR, origin, speed=speed, monotonic=mono)
+    floor = session_floor(CALENDAR, origin)
+    elapsed = 0.0
+    for step in steps:
+        mono.value += step
+        elapsed += step
+        expected = advance(CALENDAR, floor, round(elapsed * speed, 6))
+        assert abs((clock.now() - expected).total_seconds()) < 1e-5

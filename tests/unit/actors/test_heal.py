@@ -1,0 +1,101 @@
+"""Healing one symbol (``actors.heal``) on a real SQLite store: only a change is written.
+
+The venue is ``bench._world.InstantVenue``, an in-process broker that answers at
+once (its own book is not what is tested); the store is a real file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from actors.messages import Reconcile, ReconcileOutcome
+from actors.position import PositionActor
+from actors.snapshot import decode_snapshot, encode_snapshot
+from actors.state import SCHEMA_VERSION
+from bench._world import ACCOUNT, DAY, InstantVenue, Member, context, population, ring_of
+from brokers.base import BrokerPosition
+from persistence import SnapshotRow, SqliteStore, open_store
+from runtime.clock import TradingCalendar
+from runtime.supervision import Supervisor
+
+LAST_OPEN = TradingCalendar().open_of(DAY) + timedelta(hours=2)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await open_store(tmp_path / "heal.db", ACCOUNT)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _venue_holding(member: Member) -> InstantVenue:
+    venue = InstantVenue()
+    venue.market_time = LAST_OPEN + timedelta(minutes=1)
+    stop = member.held.stop
+    venue.orders[stop.order_id] = stop
+    venue.by_client[stop.client_order_id] = stop.order_id
+    return venue
+
+
+def _actor(store: SqliteStore, venue: InstantVenue, member: Member) -> PositionActor:
+    state = member.held.state
+    blob = encode_snapshot(state, ring_of(member))
+    row = SnapshotRow(member.symbol, blob, SCHEMA_VERSION, state.seq, LAST_OPEN)
+    return PositionActor(member.symbol, context(store, venue), row)
+
+
+def _boot_request(member: Member, position: BrokerPosition) -> Reconcile:
+    return Reconcile(
+        position=position,
+        open_orders=(member.held.stop,),
+        heal=True,
+        dry_run=False,
+        restore_stop=True,
+        orphan_mode="adopt",
+        mode="boot",
+        executions=(member.held.entry,),
+    )
+
+
+async def test_a_symbol_that_agrees_with_the_broker_writes_nothing(store: SqliteStore) -> None:
+    (member,) = population(1, LAST_OPEN, templates=1)
+    venue = _venue_holding(member)
+    async with Supervisor(name="test") as sup:
+        actor = _actor(store, venue, member)
+        await sup.start(actor)
+        before, transactions = actor.state, store.transactions
+
+        outcome = await actor.ask(_boot_request(member, member.held.position))
+
+        assert isinstance(outcome, ReconcileOutcome)
+        assert (outcome.finding, outcome.actions, outcome.unprotected) == ("ok", (), False)
+        assert actor.state == before
+        assert store.transactions == transactions
+        assert (await store.load_snapshots()).rows == []
+
+
+async def test_a_drift_is_written_before_the_stop_follows_it(store: SqliteStore) -> None:
+    (member,) = population(1, LAST_OPEN, templates=1)
+    venue = _venue_holding(member)
+    smaller = msgspec.structs.replace(member.held.position, qty=60.0)
+    async with Supervisor(name="test") as sup:
+        actor = _actor(store, venue, member)
+        await sup.start(actor)
+        transactions = store.transactions
+
+        outcome = await actor.ask(_boot_request(member, smaller))
+
+        assert isinstance(outcome, ReconcileOutcome)
+        assert outcome.finding == "drift"
+        assert actor.state.qty == 60.0
+        assert store.transactions > transactions
+        (row,) = (await store.load_snapshots()).rows
+        stored, _ = decode_snapshot(row.blob, row.schema_version, member.symbol, 240)
+        assert stored.qty == 60.0, "the broker's quantity is durable"
