@@ -21,6 +21,7 @@ from brokers.base import Bar
 __all__ = ["BarRing"]
 
 _FIELDS = 6  # ts, open, high, low, close, volume
+_INF = math.inf
 _HEADER = struct.Struct("<III")  # capacity, count, head
 _FINITE_NON_NEGATIVE = bytes(range(0x7F))  # top bytes of doubles in [+0, 2**1009)
 
@@ -52,20 +53,28 @@ class BarRing:
         if bar.symbol != self.symbol:
             raise ValueError(f"bar of {bar.symbol} appended to the buffer of {self.symbol}")
         ts = bar.ts.timestamp()
-        if self._count and ts <= self.last_ts():
-            return False
-        if not _plausible(bar.open, bar.high, bar.low, bar.close, bar.volume):
-            return False
-        i = self._head * _FIELDS
         d = self._data
+        head, count = self._head, self._count
+        if count and ts <= d[((head - 1) % self.capacity) * _FIELDS]:
+            return False
+        open_, high, low, close, volume = bar.open, bar.high, bar.low, bar.close, bar.volume
+        if not (
+            0.0 < low <= high < _INF
+            and 0.0 < open_ < _INF
+            and 0.0 < close < _INF
+            and 0.0 <= volume < _INF
+        ):
+            return False
+        i = head * _FIELDS
         d[i] = ts
-        d[i + 1] = bar.open
-        d[i + 2] = bar.high
-        d[i + 3] = bar.low
-        d[i + 4] = bar.close
-        d[i + 5] = bar.volume
-        self._head = (self._head + 1) % self.capacity
-        self._count = min(self._count + 1, self.capacity)
+        d[i + 1] = open_
+        d[i + 2] = high
+        d[i + 3] = low
+        d[i + 4] = close
+        d[i + 5] = volume
+        self._head = (head + 1) % self.capacity
+        if count < self.capacity:
+            self._count = count + 1
         return True
 
     def _slot(self, age: int) -> int:

@@ -22,7 +22,9 @@ __all__ = [
 ]
 
 
-class OnBar(msgspec.Struct, frozen=True, tag=True):
+class OnBar(msgspec.Struct, frozen=True, tag=True, gc=False):
+    """A bar for the actor; untracked by the cyclic GC (it holds no container)."""
+
     bar: Bar
 
 

@@ -59,6 +59,7 @@ __all__ = [
 APPLIED_IDS_KEPT = 4096
 RECOVERED_STRATEGY = "recovered"  # the strategy a closed trade of an adopted position records
 _EPS = 1e-9
+_INF = math.inf
 
 
 class ModelError(ValueError):
@@ -97,6 +98,16 @@ def _check_qty(value: float, what: str) -> None:
 
 
 def _check_bar(bar: Bar) -> None:
+    # One chained comparison for the common, valid bar (NaN compares false);
+    # the checks below only name what is wrong.
+    low, high = bar.low, bar.high
+    if (
+        0.0 < low <= high < _INF
+        and 0.0 < bar.open < _INF
+        and 0.0 < bar.close < _INF
+        and 0.0 <= bar.volume < _INF
+    ):
+        return
     for name, value in (
         ("open", bar.open),
         ("high", bar.high),
@@ -495,6 +506,17 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
         }
     new = _bump(state, **fields)
     return Applied(state=new, closed=tuple(closed))
+
+
+def closed_externally(applied: Applied) -> Applied:
+    """Return ``applied`` with its closed trades' reason ``CLOSED_EXTERNALLY``.
+
+    For a fill of an order nobody here sent, found by recovery: the position
+    was closed outside the trader while it was away.
+    """
+    reason = ExitReason.CLOSED_EXTERNALLY.value
+    closed = tuple(msgspec.structs.replace(t, exit_reason=reason) for t in applied.closed)
+    return msgspec.structs.replace(applied, closed=closed)
 
 
 def override_quantity(state: PositionState, qty: float, avg_price: float) -> PositionState:

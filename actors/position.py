@@ -21,6 +21,7 @@ import msgspec
 
 from actors import model
 from actors.bars import BarRing
+from actors.days import TradingDay, trading_day_of
 from actors.heal import heal_symbol
 from actors.messages import (
     Checkpoint,
@@ -62,7 +63,7 @@ from persistence.protocol import (
     StoreWriteError,
     Write,
 )
-from runtime.actor import Actor, Lifecycle, Refusal
+from runtime.actor import UNHANDLED, Actor, Continue, Lifecycle, Refusal
 from runtime.alerts import Alert, AlertSink, Severity
 from runtime.clock import Clock, TradingCalendar
 from runtime.failpoint import failpoint
@@ -127,6 +128,7 @@ class PositionActor(Actor[PositionMsg]):
         self._dirty = False
         self.desk_activity = float("-inf")  # wall monotonic time of the last order/fill event
         self.desk = OrderDesk(self)
+        self._day: TradingDay | None = None  # the trading day of the last bar
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -202,12 +204,20 @@ class PositionActor(Actor[PositionMsg]):
 
     # -- dispatch ------------------------------------------------------------------
 
+    def receive_now(self, msg: PositionMsg) -> object:
+        # The fast path of the commonest message: a bar that needs no action
+        # (no order, no commit) is handled without a coroutine.
+        if type(msg) is OnBar:
+            actions = self._take_bar(msg.bar)
+            return Continue(self._act_all(actions)) if actions else None
+        return UNHANDLED
+
     async def receive(self, msg: PositionMsg) -> object:
         match msg:
             case OnBar(bar=bar):
                 await self._on_bar(bar)
-            case OnExecution(execution=ex):
-                return await self._on_execution(ex)
+            case OnExecution(execution=ex, replayed=replayed):
+                return await self._on_execution(ex, replayed=replayed)
             case OnOrderUpdate(order=order):
                 await self._on_order(order)
             case Checkpoint(force=force):
@@ -308,15 +318,28 @@ class PositionActor(Actor[PositionMsg]):
     # -- market data ---------------------------------------------------------------
 
     def session_of(self, bar: Bar) -> Session:
-        day = self.ctx.calendar.trading_day(bar.ts)
-        cal = self.ctx.calendar
-        return Session(
-            open=cal.open_of(day), close=cal.close_of(day), bar_seconds=self.ctx.bar_seconds
-        )
+        return self._trading_day(bar.ts).session
+
+    def _trading_day(self, when: datetime) -> TradingDay:
+        if when.tzinfo is None:
+            raise BadEvent(f"bar at naive time {when.isoformat()} (times must carry a timezone)")
+        day = self._day
+        if day is None or not day.start <= when.timestamp() < day.end:
+            day = self._day = trading_day_of(self.ctx.calendar, when, self.ctx.bar_seconds)
+        return day
 
     async def _on_bar(self, bar: Bar) -> None:
+        await self._act_all(self._take_bar(bar))
+
+    async def _act_all(self, actions: list[Action]) -> None:
+        for action in actions:
+            await self._act(action)
+
+    def _take_bar(self, bar: Bar) -> list[Action]:
+        """Record ``bar`` (state, buffer) and return what the strategy decides on it."""
+        day = self._trading_day(bar.ts)
         try:
-            state = model.roll_day(self.state, self.ctx.calendar.trading_day(bar.ts))
+            state = model.roll_day(self.state, day.day)
             state = model.mark_bar(state, bar)
         except model.ModelError as exc:
             raise BadEvent(str(exc)) from exc
@@ -324,9 +347,8 @@ class PositionActor(Actor[PositionMsg]):
         self.state = state
         self._dirty = True
         if not self.trading_allowed:
-            return
-        for action in self.strategy.decide(self.state, self.bars, bar, self.session_of(bar)):
-            await self._act(action)
+            return []
+        return self.strategy.decide(state, self.bars, bar, day.session)
 
     async def _act(self, action: Action) -> None:
         match action:
@@ -378,7 +400,7 @@ class PositionActor(Actor[PositionMsg]):
 
     # -- fills and orders ----------------------------------------------------------
 
-    async def _on_execution(self, ex: Execution) -> FillAck:
+    async def _on_execution(self, ex: Execution, *, replayed: bool = False) -> FillAck:
         self.desk_activity = self.ctx.wall.monotonic()
         if ex.exec_id in self.state.applied:
             return FillAck(exec_id=ex.exec_id, applied=False)
@@ -388,6 +410,9 @@ class PositionActor(Actor[PositionMsg]):
         except model.ModelError as exc:
             _log.error("refused execution %s: %s", ex.exec_id, exc)
             raise BadEvent(str(exc)) from exc
+        if replayed and applied.closed and before.intent(ex.client_order_id) is None:
+            # Closed by hand while nobody was watching: the zombie recovery names it.
+            applied = model.closed_externally(applied)
         state = applied.state
         # An execution stored before (by an earlier run, or by reconciliation as a
         # hand trade) voids this whole commit: the store's key decides, no read first.
@@ -402,6 +427,8 @@ class PositionActor(Actor[PositionMsg]):
             state = model.adopt(state, state.qty, state.avg_price, ex.ts, mode)
         elif intent is None and applied.closed:
             external = "closed"
+        elif intent is None and applied.partial is not None:
+            external = "reduced"
         stop_intent = None
         if intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
             state, stop_intent, more = self.desk.plan_stop(state)
@@ -427,6 +454,12 @@ class PositionActor(Actor[PositionMsg]):
                 "zombie",
                 Severity.WARNING,
                 f"fill {ex.exec_id} of an unknown order closed the position @ {ex.price}",
+            )
+        elif external == "reduced":
+            self._alert(
+                "drift",
+                Severity.WARNING,
+                f"fill {ex.exec_id} of an unknown order reduced the position to {state.qty}",
             )
         if intent is not None and intent.kind is IntentKind.ENTRY and before.is_flat:
             self._verified_open = state.opened_at  # our own fill: nothing to verify

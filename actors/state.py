@@ -109,7 +109,7 @@ class Intent(msgspec.Struct, frozen=True):
 ClosedTrade = ClosedTradeRow
 
 
-class PositionState(msgspec.Struct, frozen=True, kw_only=True):
+class PositionState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One symbol's durable state. ``qty`` is signed: long > 0, short < 0."""
 
     account: str

@@ -18,7 +18,7 @@ into orders. The reference strategy:
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -105,6 +105,20 @@ class Strategy(Protocol):
     ) -> list[Action]: ...
 
 
+class _Cutoffs:
+    """A session's times as POSIX seconds, computed once per session, not per bar."""
+
+    __slots__ = ("close", "eod", "no_entry", "open", "range_end", "session")
+
+    def __init__(self, session: Session, params: StrategyParams) -> None:
+        self.session = session
+        self.open = session.open.timestamp()
+        self.close = session.close.timestamp()
+        self.range_end = self.open + session.bar_seconds * params.opening_range_bars
+        self.no_entry = self.close - 60 * params.no_entry_minutes
+        self.eod = self.close - 60 * params.eod_minutes
+
+
 class PivotBreakout:
     """The reference strategy (see the module docstring)."""
 
@@ -112,25 +126,42 @@ class PivotBreakout:
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
+        fixed = {"resistance": params.resistance, "support": params.support}
+        self._fixed = (
+            {k: v for k, v in fixed.items() if v is not None}
+            if params.resistance is not None or params.support is not None
+            else None
+        )
+        self._cutoffs: _Cutoffs | None = None
+
+    def _cut(self, session: Session) -> _Cutoffs:
+        cut = self._cutoffs
+        if cut is None or (cut.session is not session and cut.session != session):
+            cut = self._cutoffs = _Cutoffs(session, self.params)
+        return cut
 
     def decide(
         self, state: PositionState, bars: BarRing, bar: Bar, session: Session
     ) -> list[Action]:
         if state.mode is not Mode.MANAGED:
             return []
+        cut = self._cut(session)
+        ts = bar.ts.timestamp()
+        bar_end = ts + session.bar_seconds
         actions: list[Action] = []
-        levels = self._levels(state, bars, bar, session)
-        if levels is not None and levels != state.levels:
-            actions.append(SetLevels(levels))
-        bar_end = bar.ts + timedelta(seconds=session.bar_seconds)
+        levels = self._levels(state, bars, bar, ts, cut)
+        if levels is not None and levels is not state.levels and levels != state.levels:
+            actions.append(SetLevels(dict(levels)))
         if not state.is_flat:
-            actions.extend(self._manage(state, bar, bar_end, session))
+            actions.extend(self._manage(state, bar, bar_end, cut))
             return actions
-        if levels is None or any(i.kind is IntentKind.ENTRY for i in state.intents):
+        if levels is None or (
+            state.intents and any(i.kind is IntentKind.ENTRY for i in state.intents)
+        ):
             return actions
-        if bar_end > session.close - timedelta(minutes=self.params.no_entry_minutes):
+        if bar_end > cut.no_entry:
             return actions
-        before = _before(bars, bar)
+        before = _before(bars, ts)
         if before is None or before[0] < self.params.warmup_bars:
             return actions
         entry = self._breakout(state, before[1], bar, levels)
@@ -139,22 +170,22 @@ class PivotBreakout:
         return actions
 
     def _levels(
-        self, state: PositionState, bars: BarRing, bar: Bar, session: Session
+        self, state: PositionState, bars: BarRing, bar: Bar, ts: float, cut: _Cutoffs
     ) -> dict[str, float] | None:
-        p = self.params
-        if p.resistance is not None or p.support is not None:
-            fixed = {"resistance": p.resistance, "support": p.support}
-            return {k: v for k, v in fixed.items() if v is not None}
-        day_open = session.open
+        """Return the day's levels (read only: ``state.levels`` itself when they are set)."""
+        if self._fixed is not None:
+            return self._fixed
         if state.levels and state.levels_day == state.trading_day:
-            return dict(state.levels)
-        range_end = day_open + timedelta(seconds=session.bar_seconds * p.opening_range_bars)
-        if bar.ts + timedelta(seconds=session.bar_seconds) < range_end:
+            return state.levels
+        if ts + cut.session.bar_seconds < cut.range_end:
             return None
-        opening = [b for b in bars.since(day_open) if b.ts < range_end and b.ts != bar.ts]
-        if day_open <= bar.ts < range_end:
+        day_open = cut.session.open
+        opening = [
+            b for b in bars.since(day_open) if b.ts.timestamp() < cut.range_end and b.ts != bar.ts
+        ]
+        if cut.open <= ts < cut.range_end:
             opening.append(bar)
-        if len(opening) < p.opening_range_bars:
+        if len(opening) < self.params.opening_range_bars:
             return None
         return {
             "resistance": max(b.high for b in opening),
@@ -196,11 +227,13 @@ class PivotBreakout:
         )
 
     def _manage(
-        self, state: PositionState, bar: Bar, bar_end: datetime, session: Session
+        self, state: PositionState, bar: Bar, bar_end: float, cut: _Cutoffs
     ) -> list[Action]:
-        if any(i.kind in (IntentKind.EXIT, IntentKind.PARTIAL) for i in state.intents):
+        if state.intents and any(
+            i.kind is IntentKind.EXIT or i.kind is IntentKind.PARTIAL for i in state.intents
+        ):
             return []
-        if bar_end >= session.close - timedelta(minutes=self.params.eod_minutes):
+        if bar_end >= cut.eod:
             return [Flatten("eod")]
         if len(state.targets) < 2:
             return []
@@ -220,15 +253,15 @@ class PivotBreakout:
         return []
 
 
-def _before(bars: BarRing, bar: Bar) -> tuple[int, float] | None:
-    """Return (how many bars precede ``bar``, the close of the one just before it).
+def _before(bars: BarRing, ts: float) -> tuple[int, float] | None:
+    """Return (how many bars precede the bar opening at ``ts``, the close before it).
 
-    ``bars`` may or may not hold ``bar`` already. None when nothing precedes it
+    ``bars`` may or may not hold that bar already. None when nothing precedes it
     or when the buffer holds a newer bar: a late bar is never traded on.
     """
     if not len(bars):
         return None
-    newest, ts = bars.last_ts(), bar.ts.timestamp()
+    newest = bars.last_ts()
     if newest > ts:
         return None
     if newest < ts:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -151,7 +152,14 @@ class SupervisorActor(Actor[RunRecovery]):
         unseen = await self._unseen(executions)
         ours = [ex for ex in unseen if self._ours(ex)]
         foreign = [ex for ex in unseen if not self._ours(ex)]
-        replayed, external = (len(ours), {}) if dry_run else await self._replay(ours, critical)
+        if dry_run:
+            replay = _Replay(replayed=len(ours))
+        else:
+            # A periodic run leaves hand trades to the stream and to its confirmation
+            # rule (they may be racing the stream); boot, reconnect and manual books them.
+            hands = mode != "periodic"
+            replay = await self._replay(unseen, {ex.exec_id for ex in ours}, critical, hands)
+            foreign = [ex for ex in foreign if ex.exec_id not in replay.applied]
         by_symbol = {p.symbol: p for p in positions if p.qty != 0}
         for symbol in sorted(set(by_symbol) - set(self.actors)):
             if dry_run:
@@ -195,9 +203,12 @@ class SupervisorActor(Actor[RunRecovery]):
                 critical.append(f"{actor.symbol} not reconciled: {answer!r}")
                 continue
             assert isinstance(answer, ReconcileOutcome)
-            outcomes.append(_with_external(answer, external.get(actor.symbol)))
+            symbol = actor.symbol
+            outcomes.append(
+                _with_external(answer, replay.external.get(symbol), replay.before.get(symbol))
+            )
         outcomes.sort(key=lambda o: o.symbol)
-        report = self._report(mode, dry_run, started, t0, outcomes, replayed, critical, True)
+        report = self._report(mode, dry_run, started, t0, outcomes, replay.replayed, critical, True)
         await self._publish(report)
         return report
 
@@ -260,17 +271,25 @@ class SupervisorActor(Actor[RunRecovery]):
         return ex.client_order_id.startswith(own_prefix(self.account, ex.symbol))
 
     async def _replay(
-        self, executions: list[Execution], critical: list[str]
-    ) -> tuple[int, dict[str, str]]:
-        """Apply our executions the store has not seen, oldest first, through their actors.
+        self, executions: list[Execution], ours: set[str], critical: list[str], hands: bool
+    ) -> _Replay:
+        """Apply the executions the store has not seen, oldest first, through their actors.
 
-        Return the count and the symbols whose position such a fill opened or
-        closed without the order being known here (a store that lost it).
+        Ours always; a hand trade (an order nobody here sent) only where it
+        reduces or closes a position held here, in its place among ours: a
+        partial hand sell followed by our stop's fill is booked as it happened,
+        not as one stop fill and a quantity override. A hand trade in a symbol
+        that is flat here is an orphan: recorded and adopted by the plan.
+        Hand trades are skipped altogether unless ``hands``.
         """
-        replayed = 0
-        external: dict[str, str] = {}
+        replay = _Replay()
         for ex in executions:
-            actor = self.actors.get(ex.symbol) or await self._spawn(ex.symbol)
+            own = ex.exec_id in ours
+            actor = self.actors.get(ex.symbol)
+            if not own and (not hands or actor is None or actor.state.is_flat):
+                continue
+            actor = actor or await self._spawn(ex.symbol)
+            qty_before = actor.state.qty
             try:
                 ack = await actor.ask(OnExecution(execution=ex, replayed=True))
             except Exception as exc:  # refused, or the actor crashed or is halted
@@ -278,10 +297,13 @@ class SupervisorActor(Actor[RunRecovery]):
                 critical.append(f"{ex.symbol} execution {ex.exec_id} not replayed: {exc!r}")
                 continue
             if isinstance(ack, FillAck) and ack.applied:
-                replayed += 1
+                replay.applied.add(ex.exec_id)
+                replay.replayed += own
                 if ack.external is not None:
-                    external[ex.symbol] = ack.external
-        return replayed, external
+                    replay.before.setdefault(ex.symbol, qty_before)
+                    if replay.external.get(ex.symbol) != "closed":
+                        replay.external[ex.symbol] = ack.external
+        return replay
 
     def _should_heal(
         self,
@@ -435,10 +457,25 @@ def _orphan_outcome(position: BrokerPosition) -> ReconcileOutcome:
     )
 
 
-def _with_external(outcome: ReconcileOutcome, external: str | None) -> ReconcileOutcome:
-    """Report a replayed fill of an order nobody here sent as the orphan or zombie it was."""
+@dataclass
+class _Replay:
+    """What a replay did: our fills applied, and hand trades found per symbol."""
+
+    replayed: int = 0
+    applied: set[str] = field(default_factory=set)
+    external: dict[str, str] = field(default_factory=dict)  # opened, reduced, closed
+    before: dict[str, float] = field(default_factory=dict)  # qty before the first hand trade
+
+
+def _with_external(
+    outcome: ReconcileOutcome, external: str | None, qty_before: float | None
+) -> ReconcileOutcome:
+    """Report a replayed hand trade as what it was: orphan, drift (a partial) or zombie."""
     if external is None or outcome.finding != "ok":
         return outcome
-    finding = "orphan" if external == "opened" else "zombie"
+    finding = {"opened": "orphan", "reduced": "drift"}.get(external, "zombie")
     action = f"replayed external fill ({external})"
-    return msgspec.structs.replace(outcome, finding=finding, actions=(*outcome.actions, action))
+    local = qty_before if external == "reduced" and qty_before is not None else outcome.local_qty
+    return msgspec.structs.replace(
+        outcome, finding=finding, local_qty=local, actions=(*outcome.actions, action)
+    )

@@ -18,6 +18,7 @@ from runtime.alerts import Severity
 from runtime.clock import VirtualClock
 from tests.integration.recovery_kit import (
     OTHER,
+    STOP_HIT,
     SYMBOL,
     Trader,
     closed_trades,
@@ -169,3 +170,37 @@ async def test_unprotected_stop_is_restored_once_not_twice_across_two_restarts(
     after = stored(state)
     assert after.stop is not None
     assert after.stop.order_id == resting[0].order_id
+
+
+async def test_hand_sell_then_our_stop_while_down_are_booked_in_the_order_they_happened(
+    tmp_path: Path,
+) -> None:
+    """Found by ``stalwart chaos``: a partial hand sell, then our (too large) stop fills.
+
+    The stop still covers 100 after the hand sold 40, so the venue ends short 40.
+    Replaying only our stop's fill would book the trade at the stop price for all
+    100 and adopt the short as an orphan; the exchange's P&L says otherwise.
+    """
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    entry = await holding(config, state)
+    async with outside(config, state) as venue:
+        hand = await venue.hand_trade(SYMBOL, Side.SELL, 40.0)
+        (stop_fill,) = await venue.set_price(SYMBOL, STOP_HIT)
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue):
+        held = await position(venue)
+    after = stored(state)
+    (trade,) = closed_trades(state)
+
+    assert held == -40.0
+    assert after.qty == -40.0, "the stop's overfill opened the short, as at the venue"
+    assert after.avg_price == stop_fill.price
+    expected = (hand.price - entry.price) * 40.0 + (stop_fill.price - entry.price) * 60.0
+    assert trade["realized_pnl"] == pytest.approx(expected)
+    assert trade["qty"] == 100.0
+    boot = reports(state)[-1]
+    assert boot["replayed_fills"] == 1, "our stop; the hand sell is not ours"
+    assert {hand.exec_id, stop_fill.exec_id} <= set(executions(state))
+    assert not boot["orphans"], "the short came from our own stop, in order"
