@@ -60,6 +60,7 @@ class OrderType(enum.StrEnum):
     MARKET = "market"
     LIMIT = "limit"
     STOP = "stop"
+    STOP_LIMIT = "stop_limit"
 
 
 class OrderStatus(enum.StrEnum):

@@ -34,7 +34,11 @@ class Instrument(msgspec.Struct, kw_only=True):
 
 
 class Book(msgspec.Struct, kw_only=True):
-    """Everything the venue knows; saved whole after every change."""
+    """Everything the venue knows; saved whole after every change.
+
+    ``stop_triggered`` holds the open stop-limit orders whose stop has traded
+    (and when): they rest as limits. Books saved before it existed decode with it empty.
+    """
 
     account_id: str
     seed: int
@@ -47,6 +51,7 @@ class Book(msgspec.Struct, kw_only=True):
     orders: dict[str, Order] = {}
     client_ids: dict[str, str] = {}
     market_due: dict[str, datetime] = {}
+    stop_triggered: dict[str, datetime] = {}
     executions: list[Execution] = []
     order_seq: int = 0
     exec_seq: int = 0

@@ -35,8 +35,9 @@ class Session:
         self.proc.wait(timeout=30)
         self.log.close()
 
-    def terminate(self, timeout: float = 30.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    def terminate(self, timeout: float = 30.0, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Stop the session with ``sig`` (SIGTERM, or SIGINT as Ctrl-C sends) and wait."""
+        self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)
         self.log.close()
         return code

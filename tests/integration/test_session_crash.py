@@ -7,6 +7,7 @@ the trader's store are what survive, exactly as a broker and a store would.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,14 @@ def test_kill_9_keeps_positions_stops_and_attempts(session_factory: Any, tmp_pat
     assert set(_signed_sums(_executions(state))) == set(venue_positions)
 
 
-def test_sigterm_final_checkpoint_and_exit_0(session_factory: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_sigterm_final_checkpoint_and_exit_0(
+    session_factory: Any, tmp_path: Path, sig: signal.Signals
+) -> None:
     state = tmp_path / "state"
     s: Session = session_factory("--speed", "300", state_dir=state)
     wait_for(lambda: _has_open_position(state), 90, "a position with a live stop")
-    assert s.terminate() == 0, s.output()
+    assert s.terminate(sig=sig) == 0, s.output()
     body = status(state)
     assert body["state"] == "stopped"
     for p in body["positions"]:
