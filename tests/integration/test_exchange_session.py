@@ -9,6 +9,7 @@ ground truth (``/_sim/executions``): every execution exactly once.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +107,15 @@ def test_session_survives_disconnect_and_outage_with_every_fill_once(
     assert "backfilled" in log
     assert KEY not in log
     assert SECRET not in log
+    # Suspended (degraded) from the drop until the reconnect was reconciled, and the
+    # stream came back through backed-off retries while the exchange refused it.
+    out = trader.output()
+    down = out.index("ALERT critical degraded: broker disconnected")
+    reconciled = out.index("reconciliation reconnect", down)
+    assert out.index("ALERT info degraded: broker reconnected and reconciled", reconciled)
+    refused = re.findall(r"trade stream: connect failed .*?retry in ([\d.]+) s", out[down:])
+    assert refused, "the outage refused at least one reconnect, and it was retried"
+    assert all(0.0 < float(d) <= 30.0 for d in refused), refused  # backed off, capped
 
 
 def test_restart_recovers_a_stop_filled_while_the_trader_was_down(
