@@ -8,10 +8,13 @@ stop). A symbol that agrees with the broker writes nothing. A dry run folds
 the fills a real run would replay into a copy of the state, plans, and changes
 nothing.
 
-Hand trades (executions of orders the trader did not send) are never applied
-as fills: the broker's quantities say what they did, as a zombie, an orphan or
-a drift. They are stored with the heal that accounts for them, so every
-execution of the account ends up in the store exactly once.
+Hand trades (executions of orders the trader did not send) that reduce, close
+or flip a held position were replayed as fills by the supervisor, in their
+place among ours, before this runs. The others (opening a symbol flat here,
+adding to the held side) are not applied as fills: the broker's quantities say
+what they did, as an orphan or a drift, and they are stored with the heal that
+accounts for them, so every execution of the account ends up in the store
+exactly once.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import msgspec
 from actors import model
 from actors.messages import Reconcile, ReconcileOutcome
 from actors.reconcile import Finding, SymbolPlan, plan_symbol
-from actors.state import Mode, PositionState, StopOrder
+from actors.state import IntentKind, Mode, PositionState, StopOrder
 from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderStatus
 from persistence.protocol import (
     PutClosedTrade,
@@ -166,7 +169,16 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
                 f"{plan.broker_avg}: broker wins",
             )
         case Finding.OK:
-            pass
+            if state.is_flat and msg.position is None:
+                # Flat on both sides (a replayed hand close): an exit or partial of ours
+                # still resting would open a position nobody wants. Entries stay.
+                leftovers = [o for o in msg.open_orders if _is_exit_of_ours(actor, state, o)]
+                for order in leftovers:
+                    if state.intent(order.client_order_id) is not None:
+                        state = model.resolve_intent(state, order.client_order_id, done=True)
+                        writes.append(
+                            ResolveIntent(order.client_order_id, "canceled", order.order_id)
+                        )
     if plan.finding is not Finding.OK or msg.mode != "periodic":
         # Outside a periodic run nothing streams while we heal, so the broker's
         # quantities already hold these trades; in a periodic run only a
@@ -219,6 +231,16 @@ def _is_ours(actor: PositionActor, client_order_id: str) -> bool:
     return actor.knows_order(client_order_id) or client_order_id.startswith(
         own_prefix(actor.ctx.account, actor.symbol)
     )
+
+
+def _is_exit_of_ours(actor: PositionActor, state: PositionState, order: Order) -> bool:
+    """Return whether ``order`` is ours and would reduce a position (not an entry)."""
+    if not _is_ours(actor, order.client_order_id):
+        return False
+    intent = state.intent(order.client_order_id)
+    if intent is not None:
+        return intent.kind is not IntentKind.ENTRY
+    return not order.client_order_id.endswith("-entry")
 
 
 async def _cancel_leftover(actor: PositionActor, order: Order) -> str:

@@ -420,8 +420,9 @@ class PositionActor(Actor[PositionMsg]):
         writes.extend(PutClosedTrade(t) for t in applied.closed)
         intent = before.intent(ex.client_order_id)
         external = None
-        if intent is None and before.is_flat and not state.is_flat:
-            # Opened by an order nobody here sent (a hand trade): an orphan, adopted by policy.
+        if intent is None and not state.is_flat and (before.is_flat or applied.closed):
+            # Opened (or, crossing zero, flipped) by an order nobody here sent: what is
+            # open now is an orphan, adopted by policy; a closed part is booked above.
             external = "opened"
             mode = Mode.WATCH if self.ctx.orphan_policy == "adopt" else Mode.MANAGED
             state = model.adopt(state, state.qty, state.avg_price, ex.ts, mode)

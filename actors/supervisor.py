@@ -160,6 +160,9 @@ class SupervisorActor(Actor[RunRecovery]):
             hands = mode != "periodic"
             replay = await self._replay(unseen, {ex.exec_id for ex in ours}, critical, hands)
             foreign = [ex for ex in foreign if ex.exec_id not in replay.applied]
+            if replay.applied:
+                # The replay moved or canceled stops at the broker: plan on what rests now.
+                positions, orders = await self._truth_of(symbols)
         by_symbol = {p.symbol: p for p in positions if p.qty != 0}
         for symbol in sorted(set(by_symbol) - set(self.actors)):
             if dry_run:
@@ -229,6 +232,15 @@ class SupervisorActor(Actor[RunRecovery]):
             positions, orders = again, orders_again
         raise BrokerError("broker truth kept changing while it was read")
 
+    async def _truth_of(
+        self, symbols: tuple[str, ...]
+    ) -> tuple[list[BrokerPosition], list[Order]]:
+        positions, orders = await self._truth()
+        if symbols:
+            positions = [p for p in positions if p.symbol in symbols]
+            orders = [o for o in orders if o.symbol in symbols]
+        return positions, orders
+
     @property
     def reports_positions(self) -> bool:
         return self._reports_positions
@@ -276,20 +288,23 @@ class SupervisorActor(Actor[RunRecovery]):
         """Apply the executions the store has not seen, oldest first, through their actors.
 
         Ours always; a hand trade (an order nobody here sent) only where it
-        reduces or closes a position held here, in its place among ours: a
+        reduces, closes or flips a position held here, in its place among ours: a
         partial hand sell followed by our stop's fill is booked as it happened,
         not as one stop fill and a quantity override. A hand trade in a symbol
-        that is flat here is an orphan: recorded and adopted by the plan.
+        that is flat here is an orphan, and one that adds to the held side a
+        drift: both are left to the plan, which stores them with its heal.
         Hand trades are skipped altogether unless ``hands``.
         """
         replay = _Replay()
         for ex in executions:
             own = ex.exec_id in ours
             actor = self.actors.get(ex.symbol)
-            if not own and (not hands or actor is None or actor.state.is_flat):
-                continue
+            if not own and (
+                not hands or actor is None or actor.state.qty * ex.side.sign >= 0
+            ):
+                continue  # a hand trade that opens or adds: the plan's (orphan, drift)
             actor = actor or await self._spawn(ex.symbol)
-            qty_before = actor.state.qty
+            held = (actor.state.qty, actor.state.avg_price)
             try:
                 ack = await actor.ask(OnExecution(execution=ex, replayed=True))
             except Exception as exc:  # refused, or the actor crashed or is halted
@@ -300,8 +315,9 @@ class SupervisorActor(Actor[RunRecovery]):
                 replay.applied.add(ex.exec_id)
                 replay.replayed += own
                 if ack.external is not None:
-                    replay.before.setdefault(ex.symbol, qty_before)
-                    if replay.external.get(ex.symbol) != "closed":
+                    replay.before.setdefault(ex.symbol, held)
+                    found = replay.external.get(ex.symbol)
+                    if found is None or _EXTERNAL_RANK[ack.external] > _EXTERNAL_RANK[found]:
                         replay.external[ex.symbol] = ack.external
         return replay
 
@@ -463,19 +479,33 @@ class _Replay:
 
     replayed: int = 0
     applied: set[str] = field(default_factory=set)
-    external: dict[str, str] = field(default_factory=dict)  # opened, reduced, closed
-    before: dict[str, float] = field(default_factory=dict)  # qty before the first hand trade
+    external: dict[str, str] = field(default_factory=dict)  # the gravest per symbol
+    before: dict[str, tuple[float, float]] = field(default_factory=dict)  # (qty, avg) before
+
+
+# Which hand trade a symbol's report names when the replay met several.
+_EXTERNAL_RANK = {"reduced": 0, "closed": 1, "opened": 2}
 
 
 def _with_external(
-    outcome: ReconcileOutcome, external: str | None, qty_before: float | None
+    outcome: ReconcileOutcome, external: str | None, held: tuple[float, float] | None
 ) -> ReconcileOutcome:
-    """Report a replayed hand trade as what it was: orphan, drift (a partial) or zombie."""
+    """Report a replayed hand trade as what it was: orphan, drift (a partial) or zombie.
+
+    ``held``: the (qty, avg price) held here before the first hand trade; a
+    drift reports it as the local side (what the hand trade changed).
+    """
     if external is None or outcome.finding != "ok":
         return outcome
     finding = {"opened": "orphan", "reduced": "drift"}.get(external, "zombie")
     action = f"replayed external fill ({external})"
-    local = qty_before if external == "reduced" and qty_before is not None else outcome.local_qty
+    local_qty, local_avg = outcome.local_qty, outcome.local_avg
+    if external == "reduced" and held is not None:
+        local_qty, local_avg = held
     return msgspec.structs.replace(
-        outcome, finding=finding, local_qty=local, actions=(*outcome.actions, action)
+        outcome,
+        finding=finding,
+        local_qty=local_qty,
+        local_avg=local_avg,
+        actions=(*outcome.actions, action),
     )

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from actors.heal import own_prefix
 from actors.state import ExitReason, Mode, Origin
-from brokers.base import Side
+from brokers.base import OrderRequest, OrderType, Side
 from brokers.sim import read_book
 from runtime.alerts import Severity
 from runtime.clock import VirtualClock
@@ -204,3 +205,79 @@ async def test_hand_sell_then_our_stop_while_down_are_booked_in_the_order_they_h
     assert boot["replayed_fills"] == 1, "our stop; the hand sell is not ours"
     assert {hand.exec_id, stop_fill.exec_id} <= set(executions(state))
     assert not boot["orphans"], "the short came from our own stop, in order"
+
+
+async def test_a_hand_buy_on_a_held_position_is_a_drift_not_absorbed(tmp_path: Path) -> None:
+    """Found in review: only hand trades against the held side are replayed as fills."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    async with outside(config, state) as venue:
+        added = await venue.hand_trade(SYMBOL, Side.BUY, 40.0)
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue) as trader:
+        held = await position(venue)
+        resting = await stops(venue)
+    boot = reports(state)[-1]
+
+    assert held == 140.0
+    assert stored(state).qty == 140.0
+    assert [(d["local_qty"], d["broker_qty"]) for d in boot["drifts"]] == [(100.0, 140.0)]
+    assert boot["replayed_fills"] == 0
+    assert [a.symbol for a in trader.alerts if a.kind == "drift"] == [SYMBOL]
+    assert [o.qty for o in resting] == [140.0], "the stop covers the whole position"
+    assert added.exec_id in executions(state), "stored once, with the heal"
+
+
+async def test_a_hand_sell_through_zero_closes_ours_and_adopts_the_rest_as_an_orphan(
+    tmp_path: Path,
+) -> None:
+    """Found in review: the short a hand trade opened is nobody's strategy position."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    entry = await holding(config, state)
+    async with outside(config, state) as venue:
+        flip = await venue.hand_trade(SYMBOL, Side.SELL, 150.0)
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue) as trader:
+        held = await position(venue)
+    after = stored(state)
+    (trade,) = closed_trades(state)
+    boot = reports(state)[-1]
+
+    assert held == after.qty == -50.0
+    assert after.origin is Origin.RECOVERED
+    assert after.mode is Mode.WATCH, "policy adopt: tracked, no automated orders"
+    assert trade["exit_reason"] == ExitReason.CLOSED_EXTERNALLY.value
+    assert trade["realized_pnl"] == pytest.approx((flip.price - entry.price) * 100.0)
+    assert boot["orphans"] == [SYMBOL]
+    assert [a.symbol for a in trader.alerts if a.kind == "orphan"] == [SYMBOL]
+    assert flip.exec_id in executions(state)
+
+
+async def test_a_hand_close_cancels_an_exit_of_ours_left_resting(tmp_path: Path) -> None:
+    """Flat on both sides after the replayed hand close: our resting sell would open a short."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    account = stored(state).account
+    exit_id = f"{own_prefix(account, SYMBOL)}260105-1-partial1"
+    async with outside(config, state) as venue:
+        resting = await venue.submit(
+            OrderRequest(exit_id, SYMBOL, Side.SELL, 50.0, OrderType.LIMIT, limit_price=150.0)
+        )
+        close = await venue.hand_close(SYMBOL)
+    assert close is not None
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue):
+        left = await venue.open_orders()
+    boot = reports(state)[-1]
+
+    assert left == [], "our stop and our exit are both canceled"
+    assert stored(state).is_flat
+    assert boot["zombies"] == [SYMBOL]
+    actions = [a["detail"] for a in boot["actions"] if a["symbol"] == SYMBOL]
+    assert f"canceled leftover {resting.client_order_id}" in actions
