@@ -32,7 +32,10 @@ class OnExecution(msgspec.Struct, frozen=True, tag=True):
     """Apply a fill; the reply (``FillAck``) comes only after its commit."""
 
     execution: Execution
-    replayed: bool = False
+    replayed: bool = False  # by recovery, from the broker's executions
+    # False: book the fill, place nothing at the broker (a boot or reconnect replay:
+    # the state it is applied to is history; the heal that follows acts on the present).
+    act: bool = True
 
 
 class FillAck(msgspec.Struct, frozen=True):

@@ -216,8 +216,8 @@ class PositionActor(Actor[PositionMsg]):
         match msg:
             case OnBar(bar=bar):
                 await self._on_bar(bar)
-            case OnExecution(execution=ex, replayed=replayed):
-                return await self._on_execution(ex, replayed=replayed)
+            case OnExecution(execution=ex, replayed=replayed, act=act):
+                return await self._on_execution(ex, replayed=replayed, act=act)
             case OnOrderUpdate(order=order):
                 await self._on_order(order)
             case Checkpoint(force=force):
@@ -400,7 +400,9 @@ class PositionActor(Actor[PositionMsg]):
 
     # -- fills and orders ----------------------------------------------------------
 
-    async def _on_execution(self, ex: Execution, *, replayed: bool = False) -> FillAck:
+    async def _on_execution(
+        self, ex: Execution, *, replayed: bool = False, act: bool = True
+    ) -> FillAck:
         self.desk_activity = self.ctx.wall.monotonic()
         if ex.exec_id in self.state.applied:
             return FillAck(exec_id=ex.exec_id, applied=False)
@@ -431,11 +433,11 @@ class PositionActor(Actor[PositionMsg]):
         elif intent is None and applied.partial is not None:
             external = "reduced"
         stop_intent = None
-        if intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
+        if act and intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
             state, stop_intent, more = self.desk.plan_stop(state)
             writes.extend(more)
         resting = None  # the stop as it rests at the broker, when this fill resizes it
-        if stop_intent is None and self._may_trade(state):
+        if act and stop_intent is None and self._may_trade(state):
             # Write-ahead in the fill's own transaction: one commit, not two.
             state, resting = self.desk.plan_resize(state)
         if intent is not None and state.intent(ex.client_order_id) is None:
@@ -480,7 +482,8 @@ class PositionActor(Actor[PositionMsg]):
         elif resting is not None:
             await self.desk.send_stop_move(resting)
         if (
-            applied.closed
+            act
+            and applied.closed
             and before.stop is not None
             and before.stop.client_order_id != ex.client_order_id
         ):

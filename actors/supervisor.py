@@ -306,7 +306,10 @@ class SupervisorActor(Actor[RunRecovery]):
             actor = actor or await self._spawn(ex.symbol)
             held = (actor.state.qty, actor.state.avg_price)
             try:
-                ack = await actor.ask(OnExecution(execution=ex, replayed=True))
+                # Outside a periodic run the replay only books: the heal acts afterwards
+                # on the present (a stop placed for a fill of an hour ago, before the
+                # hand close that followed it, would open a position).
+                ack = await actor.ask(OnExecution(execution=ex, replayed=True, act=not hands))
             except Exception as exc:  # refused, or the actor crashed or is halted
                 _log.error("%s: execution %s not replayed: %r", ex.symbol, ex.exec_id, exc)
                 critical.append(f"{ex.symbol} execution {ex.exec_id} not replayed: {exc!r}")

@@ -7,6 +7,7 @@ app would (close, trade, cancel), and starts a new trader on the same files.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,21 +19,26 @@ from brokers.sim import read_book
 from runtime.alerts import Severity
 from runtime.clock import VirtualClock
 from tests.integration.recovery_kit import (
+    ABOVE,
     OTHER,
     STOP_HIT,
     SYMBOL,
+    GatedVenue,
     Trader,
     closed_trades,
     crash_in,
     executions,
     holding,
     open_venue,
+    open_venue_as,
     outside,
     position,
+    print_bars,
     reports,
     stops,
     stored,
     until,
+    warm_up,
     write_profile,
 )
 
@@ -281,3 +287,53 @@ async def test_a_hand_close_cancels_an_exit_of_ours_left_resting(tmp_path: Path)
     assert boot["zombies"] == [SYMBOL]
     actions = [a["detail"] for a in boot["actions"] if a["symbol"] == SYMBOL]
     assert f"canceled leftover {resting.client_order_id}" in actions
+
+
+async def test_a_missed_entry_then_a_hand_close_leaves_nothing_at_the_venue(
+    tmp_path: Path,
+) -> None:
+    """Found by ``stalwart chaos --kills 1000`` (seed 1000, round 72).
+
+    The trader never saw its entry's fill; while it was down a human closed the
+    position and the price fell through the stop the entry had planned. The boot
+    replay books the entry and the hand close in order, and only then acts: it
+    must not place the entry's stop for history (it would fill at once and open
+    a short nobody wants).
+    """
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    clock = VirtualClock()
+    venue = await open_venue_as(GatedVenue, config, state, clock)
+    await warm_up(venue, clock)
+    async with Trader(config, state, venue) as trader:
+        venue.gate.clear()  # the entry's fill stays on its way
+        await venue.set_price(SYMBOL, ABOVE)
+        await print_bars(venue, clock, 1)
+        async def filled() -> bool:
+            return await position(venue) > 0
+
+        await until(filled, "the entry filled at the venue")
+        planned = trader.actor_state().planned_stop
+        assert trader.actor_state().is_flat, "the trader has not seen its fill"
+    assert planned is not None
+    async with outside(config, state) as outside_venue:
+        close = await outside_venue.hand_close(SYMBOL)
+        await outside_venue.set_price(SYMBOL, planned - 1.0)
+    assert close is not None
+
+    again = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, again):
+        held = await position(again)
+        left = await again.open_orders()
+        fills = await again.executions(again.now() - timedelta(days=1))
+    boot = reports(state)[-1]
+    (trade,) = closed_trades(state)
+
+    assert held == 0.0, "no stop was placed for the replayed entry"
+    assert left == []
+    assert [e.exec_id for e in fills if e.symbol == SYMBOL][-1] == close.exec_id
+    assert stored(state).is_flat
+    assert trade["exit_reason"] == ExitReason.CLOSED_EXTERNALLY.value
+    assert boot["replayed_fills"] == 1
+    assert boot["zombies"] == [SYMBOL]
+    assert not boot["orphans"]
