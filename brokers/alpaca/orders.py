@@ -33,6 +33,7 @@ from brokers.alpaca.sdk import (
     Position,
     QueryOrderStatus,
     ReplaceOrderRequest,
+    StopLimitOrderRequest,
     StopOrderRequest,
     TimeInForce,
     TradeAccount,
@@ -266,4 +267,15 @@ def _order_request(request: OrderRequest) -> AlpacaOrderRequest:
                 **common,
                 time_in_force=TimeInForce.GTC,
                 stop_price=translate.tick(request.stop_price),
+            )
+        case OrderType.STOP_LIMIT:
+            if request.stop_price is None or request.limit_price is None:
+                raise OrderRejected(
+                    f"{request.client_order_id}: a stop-limit order needs a stop and a limit price"
+                )
+            return StopLimitOrderRequest(
+                **common,
+                time_in_force=TimeInForce.GTC,
+                stop_price=translate.tick(request.stop_price),
+                limit_price=translate.tick(request.limit_price),
             )

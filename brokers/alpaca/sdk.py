@@ -47,6 +47,7 @@ with warnings.catch_warnings():
         LimitOrderRequest,
         MarketOrderRequest,
         ReplaceOrderRequest,
+        StopLimitOrderRequest,
         StopOrderRequest,
     )
     from alpaca.trading.requests import OrderRequest as AlpacaOrderRequest
@@ -73,6 +74,7 @@ __all__ = [
     "StockBarsRequest",
     "StockDataStream",
     "StockHistoricalDataClient",
+    "StopLimitOrderRequest",
     "StopOrderRequest",
     "TimeFrame",
     "TimeInForce",

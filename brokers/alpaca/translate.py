@@ -80,6 +80,7 @@ _TYPE = {
     AlpacaOrderType.MARKET: OrderType.MARKET,
     AlpacaOrderType.LIMIT: OrderType.LIMIT,
     AlpacaOrderType.STOP: OrderType.STOP,
+    AlpacaOrderType.STOP_LIMIT: OrderType.STOP_LIMIT,
 }
 
 _FILL_EVENTS = frozenset({"fill", "partial_fill"})
@@ -127,7 +128,7 @@ def order(alpaca: AlpacaOrder) -> Order:
     """Return the venue model's ``Order`` of an Alpaca order.
 
     Raises ``ValueError`` for an order the runtime cannot trade (multi-leg, notional,
-    trailing stop, stop-limit): it is reported by the caller, never guessed.
+    trailing stop): it is reported by the caller, never guessed.
     """
     kind = _TYPE.get(AlpacaOrderType(alpaca.type or alpaca.order_type))
     if kind is None or alpaca.symbol is None or alpaca.qty is None:

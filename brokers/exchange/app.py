@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 _STREAM_PATHS = frozenset({"/stream", "/v2/iex"})
 
-_STREAM_PATHS = frozenset({"/stream", "/v2/iex"})
-
 
 def build_app(venue: ExchangeVenue, gate: Gate, settings: ExchangeSettings) -> web.Application:
     """Return the aiohttp application serving ``venue`` behind ``gate``."""
@@ -108,7 +106,13 @@ async def serve(settings: ExchangeSettings, *, out: TextIO = sys.stdout) -> int:
     out.write(f"trade-stream ws://{base}/stream\n")
     out.write(f"data-stream ws://{base}/v2/iex\n")
     out.flush()
-    log.info("exchange on %s, book %s, market at %s", base, settings.state, venue.now())
+    log.info(
+        "exchange on %s, book %s, market at %s, %d-second bars",
+        base,
+        settings.state,
+        venue.now(),
+        venue.bar_seconds,
+    )
     code = 0
     try:
         async with asyncio.TaskGroup() as group:

@@ -73,7 +73,7 @@ class Controls:
         return web.json_response([wire.execution_json(e) for e in self._venue.book.executions])
 
     async def clock(self, request: web.Request) -> web.Response:
-        """The market clock a trader on this exchange uses: time, speed, whether it runs."""
+        """The market clock a trader here uses: time, speed, whether it runs, bar length."""
         venue = self._venue
         now = venue.now()
         calendar = venue.calendar
@@ -82,6 +82,7 @@ class Controls:
                 "timestamp": wire.iso(now),
                 "speed": venue.speed,
                 "running": venue.running,
+                "bar_seconds": venue.bar_seconds,
                 "next_close": wire.iso(calendar.close_of(calendar.trading_day(now))),
             }
         )

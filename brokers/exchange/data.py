@@ -3,13 +3,24 @@
 The stream speaks what alpaca-py's ``StockDataStream`` expects: every frame is
 a msgpack list; ``connected`` on accept, ``authenticated`` after ``auth``, a
 ``subscription`` echo after ``subscribe``, then one ``b`` frame per printed
-bar of a subscribed symbol, its ``t`` a msgpack Timestamp. History pages by an
-offset token over a list that is a pure function of the book's price history.
+bar of a subscribed symbol, its ``t`` a msgpack Timestamp. The stream's bars are
+the book's: minute bars, or shorter ones (``stalwart exchange --bar-seconds 5``)
+on the same ``b`` messages. History pages by an offset token over a list that is
+a pure function of the book's price history.
+
+History serves Alpaca's ``1Min`` timeframe only. alpaca-py's ``TimeFrame`` has no
+unit below the minute (``TimeFrameUnit`` is Min, Hour, Day, Week, Month) and
+Alpaca's bars API has no second bars, so a seconds timeframe is refused with a
+422 that says so; an exchange printing shorter bars answers ``1Min`` with whole
+minutes merged from them (a minute is served once all its bars are printed).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -37,6 +48,8 @@ _CHANNELS = (
     "cancelErrors",
 )
 _MAX_LIMIT = 10_000
+_MINUTE_TIMEFRAMES = ("1Min", "1T")
+_SECONDS_TIMEFRAME = re.compile(r"\d+\s*(s|sec|secs|second|seconds)", re.IGNORECASE)
 
 
 class _Subscriber:
@@ -116,11 +129,9 @@ class DataHub:
         venue = self._venue
         params = request.query
         symbols = [s for s in params.get("symbols", "").split(",") if s]
-        timeframe = params.get("timeframe", "")
         if not symbols:
             raise bad_request("symbols is required")
-        if timeframe not in ("1Min", "1T"):
-            raise bad_request(f"timeframe {timeframe!r}: the local exchange serves 1Min bars")
+        _check_timeframe(params.get("timeframe", ""), venue.bar_seconds)
         now = venue.now()
         start = parse_time(params.get("start"), "start")
         start = start or venue.calendar.open_of(venue.calendar.trading_day(now))
@@ -132,7 +143,7 @@ class DataHub:
             raise bad_request("limit and page_token must be integers") from exc
         rows: list[tuple[str, Bar]] = []
         for symbol in sorted(set(symbols)):
-            rows += [(symbol, bar) for bar in await venue.history(symbol, start, end)]
+            rows += [(symbol, bar) for bar in await _minute_bars(venue, symbol, start, end)]
         if params.get("sort") == "desc":
             rows.sort(key=lambda row: row[1].ts, reverse=True)
         page = rows[offset : offset + limit]
@@ -143,3 +154,52 @@ class DataHub:
         return web.json_response(
             {"bars": bars, "next_page_token": str(offset + limit) if more else None}
         )
+
+
+def _check_timeframe(timeframe: str, bar_seconds: int) -> None:
+    """Refuse (422) a history timeframe other than one minute, naming why."""
+    if timeframe in _MINUTE_TIMEFRAMES:
+        return
+    printed = f"it prints {bar_seconds}-second bars on /v2/iex"
+    if _SECONDS_TIMEFRAME.fullmatch(timeframe):
+        raise bad_request(
+            f"timeframe {timeframe!r}: Alpaca's bars history has no second bars (alpaca-py's "
+            f"TimeFrame cannot express them); the local exchange serves 1Min bars ({printed})"
+        )
+    raise bad_request(f"timeframe {timeframe!r}: the local exchange serves 1Min bars ({printed})")
+
+
+async def _minute_bars(
+    venue: ExchangeVenue, symbol: str, start: datetime, end: datetime
+) -> list[Bar]:
+    """Return the complete minute bars of ``symbol`` that open in ``[start, end)``."""
+    if venue.bar_seconds == 60:
+        return await venue.history(symbol, start, end)
+    printed = await venue.history(symbol, start, end + timedelta(seconds=60))
+    return [bar for bar in _merge_bars(printed, 60, venue.bar_seconds) if bar.ts < end]
+
+
+def _merge_bars(bars: list[Bar], seconds: int, bar_seconds: int) -> list[Bar]:
+    """Merge ``bar_seconds`` bars (oldest first) into ``seconds`` bars; drop incomplete ones.
+
+    Spans are aligned to the epoch: regular sessions open on whole minutes, so
+    minute spans are aligned to the session too.
+    """
+    per_span = seconds // bar_seconds
+    merged: list[Bar] = []
+    for key, group in itertools.groupby(bars, key=lambda b: int(b.ts.timestamp()) // seconds):
+        parts = list(group)
+        if len(parts) != per_span:
+            continue
+        merged.append(
+            Bar(
+                symbol=parts[0].symbol,
+                ts=datetime.fromtimestamp(key * seconds, UTC),
+                open=parts[0].open,
+                high=max(b.high for b in parts),
+                low=min(b.low for b in parts),
+                close=parts[-1].close,
+                volume=sum(b.volume for b in parts),
+            )
+        )
+    return merged

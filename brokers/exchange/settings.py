@@ -20,7 +20,12 @@ _DEFAULT_SYMBOLS = "AAPL,MSFT,NVDA,AMD,TSLA"
 
 
 class ExchangeSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """How one exchange process runs; ``key``/``secret`` are the only accepted credentials."""
+    """How one exchange process runs; ``key``/``secret`` are the only accepted credentials.
+
+    ``bar_seconds`` is the length of the bars a fresh book prints (a divisor of 60,
+    so that history can always answer Alpaca's 1Min bars); a book, once created,
+    keeps its own.
+    """
 
     key: str
     secret: str
@@ -29,6 +34,7 @@ class ExchangeSettings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8765
     seed: int = 7
     speed: float = 60.0
+    bar_seconds: int = 60
     symbols: list[str] = msgspec.field(default_factory=lambda: _DEFAULT_SYMBOLS.split(","))
     start_price: float = 100.0
     start_cash: float = 100_000.0
@@ -37,11 +43,16 @@ class ExchangeSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def venue_config(self) -> SimConfig:
         """Return the sim venue configuration of the exchange's book (raises ``ValueError``)."""
+        if self.bar_seconds <= 0 or 60 % self.bar_seconds:
+            raise ValueError(
+                f"bar_seconds: must divide 60 (60, 30, ..., 5, 1), got {self.bar_seconds}"
+            )
         return SimConfig(
             symbols=self.symbols,
             book_path=self.state,
             seed=self.seed,
             speed=self.speed,
+            bar_seconds=self.bar_seconds,
             start_price=self.start_price,
             latency_ms=self.latency_ms,
             account_id=self.account_id,
@@ -56,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, default=Path("exchange.book"), help="book file")
     parser.add_argument("--seed", type=int, default=7, help="seed of a fresh book's bars")
     parser.add_argument("--speed", type=float, default=60.0, help="market s per real s")
+    parser.add_argument(
+        "--bar-seconds",
+        type=int,
+        default=60,
+        help="bar length of a fresh book in s, a divisor of 60 (60: minute bars, 5: 5-second)",
+    )
     parser.add_argument("--symbols", default=_DEFAULT_SYMBOLS, help="listed symbols A,B,...")
     parser.add_argument("--key", help="API key id (default: $APCA_API_KEY_ID)")
     parser.add_argument("--secret", help="API secret (default: $APCA_API_SECRET_KEY)")
@@ -77,6 +94,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         port=args.alpaca_port,
         seed=args.seed,
         speed=args.speed,
+        bar_seconds=args.bar_seconds,
         symbols=symbols,
     )
     settings.venue_config()

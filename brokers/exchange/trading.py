@@ -27,7 +27,7 @@ from brokers.exchange.venue import ExchangeVenue
 __all__ = ["Refusal", "TradingApi", "bad_request", "parse_time"]
 
 _TIME_IN_FORCE = ("day", "gtc")
-_ORDER_TYPES = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP}
+_ORDER_TYPES = {kind.value: kind for kind in OrderType}
 
 
 class Refusal(Exception):
@@ -202,13 +202,13 @@ class TradingApi:
     async def replace(self, request: web.Request) -> web.Response:
         current = self._order(request.match_info["order_id"])
         body = await _json_body(request)
-        if body.get("limit_price") is not None or body.get("trail") is not None:
-            raise bad_request("the local exchange replaces the stop price and qty of stops only")
-        stop_price = _priced(body, "stop_price") or current.stop_price
-        if stop_price is None:
-            raise bad_request(f"order {current.order_id} is not a stop order")
+        if body.get("trail") is not None:
+            raise bad_request("trail: trailing stops are not supported by the local exchange")
         order = await self._venue.replace(
-            current.order_id, stop_price=stop_price, qty=_number(body, "qty")
+            current.order_id,
+            stop_price=_priced(body, "stop_price"),
+            limit_price=_priced(body, "limit_price"),
+            qty=_number(body, "qty"),
         )
         return web.json_response(wire.order_json(order))
 
@@ -257,7 +257,8 @@ class TradingApi:
     def _order_request(self, body: dict[str, Any]) -> OrderRequest:
         kind = _ORDER_TYPES.get(str(body.get("type")))
         if kind is None:
-            raise bad_request(f"type: {body.get('type')!r} is not market, limit or stop here")
+            names = ", ".join(_ORDER_TYPES)
+            raise bad_request(f"type: {body.get('type')!r} is not one of {names}")
         if body.get("time_in_force") not in _TIME_IN_FORCE:
             raise bad_request(f"time_in_force: {body.get('time_in_force')!r} is not day or gtc")
         if body.get("order_class") not in (None, "simple") or body.get("extended_hours"):

@@ -69,6 +69,15 @@ class ExchangeVenue:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        if (book.seed, book.bar_seconds) != (config.seed, config.bar_seconds):
+            log.warning(
+                "exchange book %s keeps its seed=%d bar_seconds=%d (asked: %d, %d)",
+                config.book_path,
+                book.seed,
+                book.bar_seconds,
+                config.seed,
+                config.bar_seconds,
+            )
         self._config = config
         self._calendar = calendar
         self._generator = BarGenerator(
@@ -152,6 +161,11 @@ class ExchangeVenue:
         return self._clock.speed
 
     @property
+    def bar_seconds(self) -> int:
+        """Return the length of the bars this exchange prints (its book's, not the option's)."""
+        return self._generator.bar_seconds
+
+    @property
     def running(self) -> bool:
         return not self._clock.paused
 
@@ -210,10 +224,18 @@ class ExchangeVenue:
         canceled: list[Order] = await self._change(mutate)
         return canceled
 
-    async def replace(self, order_id: str, *, stop_price: float, qty: float | None) -> Order:
+    async def replace(
+        self,
+        order_id: str,
+        *,
+        stop_price: float | None = None,
+        limit_price: float | None = None,
+        qty: float | None = None,
+    ) -> Order:
+        """Change a resting order's prices or qty (``None`` keeps one); it keeps its ids."""
         order: Order = await self._change(
-            lambda book, now: engine.replace_stop(
-                book, order_id, now, stop_price=stop_price, qty=qty
+            lambda book, now: engine.replace_order(
+                book, order_id, now, stop_price=stop_price, limit_price=limit_price, qty=qty
             ),
             replaced=frozenset({order_id}),
         )

@@ -62,11 +62,21 @@ __all__ = [
     "next_market_due",
     "open_orders",
     "prune",
+    "replace_order",
     "replace_stop",
     "scale_at",
     "set_price",
     "submit",
 ]
+
+
+_PRICES = {
+    OrderType.MARKET: (False, False),
+    OrderType.LIMIT: (False, True),
+    OrderType.STOP: (True, False),
+    OrderType.STOP_LIMIT: (True, True),
+}
+"""Whether each order type carries (stop_price, limit_price)."""
 
 
 def _validate(book: Book, request: OrderRequest) -> None:
@@ -78,22 +88,23 @@ def _validate(book: Book, request: OrderRequest) -> None:
     if not positive(request.qty):
         raise OrderRejected(f"qty {request.qty!r} is not a positive number")
     kind = request.type
-    if kind is OrderType.STOP and not positive(request.stop_price):
-        raise OrderRejected(f"stop order needs a positive stop_price, got {request.stop_price!r}")
-    if kind is OrderType.LIMIT and not positive(request.limit_price):
+    stop_needed, limit_needed = _PRICES[kind]
+    if stop_needed and not positive(request.stop_price):
+        raise OrderRejected(f"{kind} order needs a positive stop_price, got {request.stop_price!r}")
+    if limit_needed and not positive(request.limit_price):
         raise OrderRejected(
-            f"limit order needs a positive limit_price, got {request.limit_price!r}"
+            f"{kind} order needs a positive limit_price, got {request.limit_price!r}"
         )
-    if kind is not OrderType.STOP and request.stop_price is not None:
+    if not stop_needed and request.stop_price is not None:
         raise OrderRejected(f"{kind} order must not carry a stop_price")
-    if kind is not OrderType.LIMIT and request.limit_price is not None:
+    if not limit_needed and request.limit_price is not None:
         raise OrderRejected(f"{kind} order must not carry a limit_price")
 
 
 def submit(
     book: Book, request: OrderRequest, now: datetime, *, latency: timedelta
 ) -> tuple[Order, list[BrokerEvent]]:
-    """Accept an order; a crossed stop or limit fills at once, a market order once due.
+    """Accept an order; a crossed stop, limit or stop-limit fills at once, a market order once due.
 
     Raises ``DuplicateClientOrderId`` for a known client order id and
     ``OrderRejected`` for an order the venue cannot take.
@@ -143,6 +154,7 @@ def cancel(book: Book, order_id: str, now: datetime) -> list[BrokerEvent]:
     canceled = msgspec.structs.replace(order, status=OrderStatus.CANCELED, updated_at=now)
     book.orders[order_id] = canceled
     book.market_due.pop(order_id, None)
+    book.stop_triggered.pop(order_id, None)
     return [OrderUpdate(canceled)]
 
 
@@ -160,12 +172,52 @@ def replace_stop(
         raise OrderRejected(
             f"order {order_id} is not a resting stop ({order.type}, {order.status})"
         )
-    if not positive(stop_price):
-        raise OrderRejected(f"stop_price {stop_price!r} is not a positive number")
+    return replace_order(book, order_id, now, stop_price=stop_price, qty=qty)
+
+
+def replace_order(
+    book: Book,
+    order_id: str,
+    now: datetime,
+    *,
+    stop_price: float | None = None,
+    limit_price: float | None = None,
+    qty: float | None = None,
+) -> tuple[Order, list[BrokerEvent]]:
+    """Change a resting stop, limit or stop-limit order's prices or total qty; keep its ids.
+
+    ``None`` keeps a value. An order moved across the last price fills at once; a
+    stop-limit whose stop already traded stays triggered. Raises ``OrderNotFound``
+    for an unknown id and ``OrderRejected`` when the order is not open, is a market
+    order, or a value is bad or a price its type does not carry.
+    """
+    order = _known(book, order_id)
+    if order.type is OrderType.MARKET or not order.status.is_open:
+        raise OrderRejected(
+            f"order {order_id} is not a resting stop, limit or stop_limit order "
+            f"({order.type}, {order.status})"
+        )
+    stop_carried, limit_carried = _PRICES[order.type]
+    for name, price, carried in (
+        ("stop_price", stop_price, stop_carried),
+        ("limit_price", limit_price, limit_carried),
+    ):
+        if price is None:
+            continue
+        if not carried:
+            raise OrderRejected(f"order {order_id} is a {order.type} order: it has no {name}")
+        if not positive(price):
+            raise OrderRejected(f"{name} {price!r} is not a positive number")
     new_qty = order.qty if qty is None else float(qty)
     if not positive(new_qty) or new_qty <= order.filled_qty + EPS:
         raise OrderRejected(f"qty {qty!r} must be a number above the filled qty {order.filled_qty}")
-    replaced = msgspec.structs.replace(order, stop_price=stop_price, qty=new_qty, updated_at=now)
+    replaced = msgspec.structs.replace(
+        order,
+        stop_price=order.stop_price if stop_price is None else stop_price,
+        limit_price=order.limit_price if limit_price is None else limit_price,
+        qty=new_qty,
+        updated_at=now,
+    )
     book.orders[order_id] = replaced
     events: list[BrokerEvent] = [OrderUpdate(replaced)]
     events += touch(book, [replaced], book.instruments[order.symbol].last, now)
@@ -235,3 +287,7 @@ def prune(book: Book, before: datetime) -> None:
         if not order.status.is_open and updated is not None and updated < before:
             del book.orders[order_id]
             book.client_ids.pop(order.client_order_id, None)
+    for order_id in list(book.stop_triggered):
+        kept = book.orders.get(order_id)
+        if kept is None or not kept.status.is_open:
+            del book.stop_triggered[order_id]

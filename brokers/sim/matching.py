@@ -9,8 +9,12 @@ Rules (a venue model, not a market microstructure):
   buy when high >= stop at max(stop, open), a stop sell when low <= stop at
   min(stop, open), a limit buy when low <= limit at min(limit, open), a limit
   sell when high >= limit at max(limit, open); a triggered order fills whole;
-* a stop or limit that is already crossed when it arrives fills at once at the
-  last price, as does one crossed by ``set_price``.
+* a stop-limit triggers like a stop (buy when high >= stop, sell when low <= stop,
+  at the same trigger price); it fills at once, at that trigger price, only when
+  the trigger price is within its limit; otherwise (the price gapped past the
+  limit) it rests from then on as a limit at its limit price, never filling worse;
+* a stop, limit or stop-limit that is already crossed when it arrives fills at
+  once at the last price, as does one crossed by ``set_price``.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ def advance_bar(
             if order.type is OrderType.MARKET and order.order_id not in book.market_due:
                 events += fill(book, order, _chunk(order, max_fill_qty), bar.open, stamp)
         for order in open_orders_of(book, symbol):
-            price = _trigger_price(order, bar)
+            price = _trigger_price(book, order, bar, stamp)
             if price is not None:
                 events += fill(book, order, _remaining(order), price, stamp)
         instrument.last = bar.close
@@ -144,7 +148,7 @@ def touch(book: Book, orders: Iterable[Order], price: float, ts: datetime) -> li
         tick = Bar(
             symbol=current.symbol, ts=ts, open=price, high=price, low=price, close=price, volume=0.0
         )
-        fill_price = _trigger_price(current, tick)
+        fill_price = _trigger_price(book, current, tick, ts)
         if fill_price is not None:
             events += fill(book, current, _remaining(current), fill_price, ts)
     return events
@@ -177,6 +181,8 @@ def fill(book: Book, order: Order, qty: float, price: float, ts: datetime) -> li
         updated_at=ts,
     )
     book.orders[order.order_id] = updated
+    if done:
+        book.stop_triggered.pop(order.order_id, None)
     return [execution, OrderUpdate(updated)]
 
 
@@ -189,19 +195,43 @@ def _chunk(order: Order, max_fill_qty: float | None) -> float:
     return remaining if max_fill_qty is None else min(remaining, max_fill_qty)
 
 
-def _trigger_price(order: Order, bar: Bar) -> float | None:
-    if order.type is OrderType.STOP and order.stop_price is not None:
-        stop = order.stop_price
-        if order.side is Side.BUY and bar.high >= stop:
-            return max(stop, bar.open)
-        if order.side is Side.SELL and bar.low <= stop:
-            return min(stop, bar.open)
-    if order.type is OrderType.LIMIT and order.limit_price is not None:
-        limit = order.limit_price
-        if order.side is Side.BUY and bar.low <= limit:
-            return min(limit, bar.open)
-        if order.side is Side.SELL and bar.high >= limit:
-            return max(limit, bar.open)
+def _trigger_price(book: Book, order: Order, bar: Bar, ts: datetime) -> float | None:
+    """Return the price ``bar`` fills ``order`` at (``None``: it rests); mark triggered stop-limits.
+
+    ``ts`` is when a stop-limit that ``bar`` triggers is recorded as triggered.
+    """
+    match order.type:
+        case OrderType.STOP if order.stop_price is not None:
+            return _stop_price_hit(order.side, order.stop_price, bar)
+        case OrderType.LIMIT if order.limit_price is not None:
+            return _limit_price_hit(order.side, order.limit_price, bar)
+        case OrderType.STOP_LIMIT if order.stop_price is not None and order.limit_price is not None:
+            limit = order.limit_price
+            if order.order_id in book.stop_triggered:
+                return _limit_price_hit(order.side, limit, bar)
+            trigger = _stop_price_hit(order.side, order.stop_price, bar)
+            if trigger is None:
+                return None
+            book.stop_triggered[order.order_id] = ts
+            within = trigger <= limit if order.side is Side.BUY else trigger >= limit
+            return trigger if within else None
+        case _:
+            return None
+
+
+def _stop_price_hit(side: Side, stop: float, bar: Bar) -> float | None:
+    if side is Side.BUY and bar.high >= stop:
+        return max(stop, bar.open)
+    if side is Side.SELL and bar.low <= stop:
+        return min(stop, bar.open)
+    return None
+
+
+def _limit_price_hit(side: Side, limit: float, bar: Bar) -> float | None:
+    if side is Side.BUY and bar.low <= limit:
+        return min(limit, bar.open)
+    if side is Side.SELL and bar.high >= limit:
+        return max(limit, bar.open)
     return None
 
 

@@ -88,6 +88,37 @@ def limit(symbol: str, side: Side, qty: float, price: float, cid: str = "l-1") -
     )
 
 
+def stop_limit(
+    symbol: str, side: Side, qty: float, stop_price: float, limit_price: float, cid: str = "sl-1"
+) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=cid,
+        symbol=symbol,
+        side=side,
+        qty=qty,
+        type=OrderType.STOP_LIMIT,
+        stop_price=stop_price,
+        limit_price=limit_price,
+    )
+
+
+def first_gap(up: bool) -> tuple[int, float, float]:
+    """Find a day whose AAPL open gaps (up or down) past the previous close by > 0.2%.
+
+    Return (ordinal of the day before the gap, its last close, the next day's open).
+    """
+    gen = generator()
+    day = OPEN.date()
+    for _ in range(60):
+        nxt = gen.calendar.next_day(day)
+        close = gen.bar("AAPL", bar_slot(gen.slots - 1, day), 100.0).close
+        opening = gen.bar("AAPL", bar_slot(0, nxt), 100.0).open
+        if (opening > close * 1.002) if up else (opening < close * 0.998):
+            return day.toordinal(), close, opening
+        day = nxt
+    raise AssertionError("no gap in 60 days")
+
+
 def on_disk(config: SimConfig) -> Book:
     """Read the venue's book file independently of any venue."""
     book = read_book(config.book_path)

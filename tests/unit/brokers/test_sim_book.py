@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from brokers.base import Side
@@ -40,6 +41,21 @@ def test_write_replaces_atomically_and_leaves_no_temp_files(tmp_path: Path) -> N
     assert path.stat().st_ino != inode  # a new file renamed over the old one
     assert os.listdir(tmp_path) == ["sim.book"]
     assert read_book(path) == book
+
+
+def test_book_saved_before_stop_limits_reads_and_keeps_its_orders() -> None:
+    book, _ = pure_book()
+    engine.manual_trade(book, "AAPL", Side.BUY, 10, OPEN)
+    image = encode_book(book)
+    header = len(b"STALWART-SIM-BOOK\n") + 2
+    fields = msgspec.msgpack.decode(image[header:])
+    del fields["stop_triggered"]  # the book as a build without stop-limit orders saved it
+    old = image[:header] + msgspec.msgpack.encode(fields)
+
+    decoded = decode_book(old)
+
+    assert decoded.stop_triggered == {}
+    assert decoded == book
 
 
 @pytest.mark.parametrize(

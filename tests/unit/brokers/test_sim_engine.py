@@ -20,7 +20,15 @@ from brokers.base import (
     Side,
 )
 from brokers.sim import engine
-from tests.unit.brokers._sim_kit import OPEN, bar_slot, generator, limit, market, pure_book, stop
+from tests.unit.brokers._sim_kit import (
+    OPEN,
+    bar_slot,
+    first_gap,
+    limit,
+    market,
+    pure_book,
+    stop,
+)
 
 NOW = OPEN
 NO_LATENCY = timedelta(0)
@@ -123,23 +131,9 @@ def test_fills_of_a_bar_come_before_the_bar() -> None:
     assert execution.ts == upcoming.ts + timedelta(seconds=60)
 
 
-def _first_gap(up: bool) -> tuple[int, float, float]:
-    """Find a day whose open gaps (up or down) past the previous close by > 0.2%."""
-    gen = generator()
-    day = OPEN.date()
-    for _ in range(60):
-        nxt = gen.calendar.next_day(day)
-        close = gen.bar("AAPL", bar_slot(gen.slots - 1, day), 100.0).close
-        opening = gen.bar("AAPL", bar_slot(0, nxt), 100.0).open
-        if (opening > close * 1.002) if up else (opening < close * 0.998):
-            return day.toordinal(), close, opening
-        day = nxt
-    raise AssertionError("no gap in 60 days")
-
-
 @pytest.mark.parametrize("side", [Side.BUY, Side.SELL])
 def test_stop_through_a_gap_fills_at_the_open(side: Side) -> None:
-    ordinal, close, opening = _first_gap(up=side is Side.BUY)
+    ordinal, close, opening = first_gap(up=side is Side.BUY)
     day = OPEN.date().fromordinal(ordinal)
     book, gen = pure_book(start=bar_slot(389, day))
     engine.advance_bar(book, gen, max_fill_qty=None)  # the day's last bar: last = close

@@ -32,12 +32,19 @@ class Exchange:
     """One exchange process (restartable on the same port and book)."""
 
     def __init__(
-        self, state: Path, *, speed: float = 60.0, symbols: str = "AAPL,MSFT", seed: int = 7
+        self,
+        state: Path,
+        *,
+        speed: float = 60.0,
+        symbols: str = "AAPL,MSFT",
+        seed: int = 7,
+        bar_seconds: int = 60,
     ) -> None:
         self.state = state
         self.speed = speed
         self.symbols = symbols
         self.seed = seed
+        self.bar_seconds = bar_seconds
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.log_path = state.with_suffix(".log")
@@ -59,7 +66,7 @@ class Exchange:
         """Start the process; return the endpoint lines it printed."""
         args = [sys.executable, "-m", "runtime.cli", "exchange", "--alpaca-port", str(self.port)]
         args += ["--state", str(self.state), "--speed", str(self.speed), "--seed", str(self.seed)]
-        args += ["--symbols", self.symbols]
+        args += ["--symbols", self.symbols, "--bar-seconds", str(self.bar_seconds)]
         env = {**os.environ, "APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET}
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen(

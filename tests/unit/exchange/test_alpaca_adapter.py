@@ -197,6 +197,27 @@ async def test_replace_and_cancel_a_stop(trader: tuple[AlpacaBroker, Recorder]) 
         await broker.cancel("5e1a0000-0000-4000-8000-000000999999")
 
 
+async def test_a_stop_limit_is_sent_at_ticks_and_listed_back(
+    trader: tuple[AlpacaBroker, Recorder],
+) -> None:
+    broker, _ = trader
+    request = OrderRequest(
+        client_order_id="sw-stop-limit-1",
+        symbol="AAPL",
+        side=Side.SELL,
+        qty=10,
+        type=OrderType.STOP_LIMIT,
+        stop_price=1.004,
+        limit_price=0.98996,
+    )
+
+    placed = await broker.submit(request)
+    (listed,) = await broker.open_orders()
+
+    assert (placed.type, placed.stop_price, placed.limit_price) == (OrderType.STOP_LIMIT, 1.0, 0.99)
+    assert listed == placed
+
+
 async def test_disconnect_then_backfill_loses_and_doubles_nothing(
     trader: tuple[AlpacaBroker, Recorder], exchange: Exchange
 ) -> None:

@@ -16,7 +16,7 @@ from brokers.alpaca import AlpacaSettings, translate
 from brokers.alpaca.clock import VenueClock
 from brokers.alpaca.connection import Backoff
 from brokers.alpaca.sdk import TradeUpdate
-from brokers.base import Execution, OrderStatus, OrderUpdate, Side
+from brokers.base import Execution, OrderStatus, OrderType, OrderUpdate, Side
 
 T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 
@@ -126,6 +126,16 @@ def test_ignored_events_and_unmodelled_orders() -> None:
     assert translate.trade_update_events(_update("pending_cancel", _order())) == []
     with pytest.raises(ValueError, match="trailing_stop"):
         translate.trade_update_events(_update("new", _order(type="trailing_stop")))
+
+
+def test_a_stop_limit_order_is_modelled_with_both_prices() -> None:
+    (update,) = translate.trade_update_events(
+        _update("new", _order(type="stop_limit", stop_price="99.5", limit_price="99.25"))
+    )
+
+    assert isinstance(update, OrderUpdate)
+    assert update.order.type is OrderType.STOP_LIMIT
+    assert (update.order.stop_price, update.order.limit_price) == (99.5, 99.25)
 
 
 def test_ticks() -> None:
