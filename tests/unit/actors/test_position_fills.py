@@ -6,6 +6,8 @@ once (the benchmarks' stand-in for a remote venue); the store is a real file.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -135,3 +137,78 @@ async def test_an_execution_already_stored_is_not_applied_and_stores_nothing(
         assert store.transactions == transactions + 1  # committed, and rolled back inside
         assert (await store.load_snapshots()).rows == []
         assert alerts.kinds == {}
+
+
+def _stop_fill(actor: PositionActor, exec_id: str, qty: float, price: float) -> Execution:
+    stop = actor.state.stop
+    assert stop is not None
+    return Execution(
+        exec_id=exec_id,
+        order_id=stop.order_id or "BS-1",
+        client_order_id=stop.client_order_id,
+        symbol=SYMBOL,
+        side=Side.SELL,
+        qty=qty,
+        price=price,
+        ts=START + timedelta(minutes=5),
+    )
+
+
+async def test_the_closing_fill_its_trade_and_the_day_totals_are_one_transaction(
+    store: SqliteStore,
+) -> None:
+    venue, alerts = InstantVenue(), CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _loaded(store, venue, alerts)
+        await sup.start(actor)
+        await actor.ask(OnExecution(_fill(actor, "X-1", 30.0)))  # entry, stop placed
+        before = store.transactions
+
+        ack = await actor.ask(OnExecution(_stop_fill(actor, "S-1", 30.0, 99.0)))
+
+        assert isinstance(ack, FillAck)
+        assert ack.applied
+        assert store.transactions == before + 1, "execution, trade, snapshot: one commit"
+        (trade,) = await store.closed_trades()
+        assert trade.exit_reason == "stop"
+        assert trade.realized_pnl == pytest.approx(-30.0)
+        (row,) = (await store.load_snapshots()).rows
+        stored, _ = decode_snapshot(row.blob, row.schema_version, SYMBOL, 240)
+        assert stored.is_flat
+        assert stored.trades_today == 1
+        assert stored.realized_pnl_today == pytest.approx(-30.0)
+        assert "S-1" in {ex.exec_id for ex in await store.executions()}
+
+
+async def test_a_closing_fill_whose_commit_fails_stores_neither_fill_nor_trade(
+    tmp_path: Path,
+) -> None:
+    """The commit dies inside its transaction: nothing of the close is on disk."""
+    fail = {"armed": False}
+
+    def before_commit() -> None:
+        if fail["armed"]:
+            raise sqlite3.OperationalError("database or disk is full (test)")
+
+    store = await open_store(tmp_path / "fills.db", ACCOUNT, before_commit=before_commit)
+    venue, alerts = InstantVenue(), CountingAlerts()
+    try:
+        async with Supervisor(name="test") as sup:
+            actor = _loaded(store, venue, alerts)
+            await sup.start(actor)
+            await actor.ask(OnExecution(_fill(actor, "X-1", 30.0)))
+            fail["armed"] = True
+            pending = asyncio.ensure_future(
+                actor.ask(OnExecution(_stop_fill(actor, "S-1", 30.0, 99.0)))
+            )
+            await asyncio.sleep(0.3)  # the actor retries with backoff, suspended
+            assert not pending.done(), "no acknowledgement before the commit"
+            assert await store.closed_trades() == []
+            assert "S-1" not in {ex.exec_id for ex in await store.executions()}
+            fail["armed"] = False
+            ack = await asyncio.wait_for(pending, 10)
+            assert isinstance(ack, FillAck)
+            assert ack.applied
+            assert len(await store.closed_trades()) == 1
+    finally:
+        await store.close()
