@@ -126,6 +126,13 @@ def test_sigterm_final_checkpoint_and_exit_0(
     assert "stragglers" not in log
     with sqlite3.connect(_store_path(state)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # A clean stop leaves a backup (VACUUM INTO) that opens and holds the positions.
+    assert "(shutdown)" in log
+    backup = max((_store_path(state).parent / "backups").glob("*.db"))
+    with sqlite3.connect(backup) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        symbols = {str(r[0]) for r in db.execute("SELECT symbol FROM snapshots")}
+    assert {p["symbol"] for p in body["positions"]} <= symbols
 
 
 def test_status_json_shape(session_factory: Any, tmp_path: Path) -> None:
