@@ -23,6 +23,10 @@ __all__ = ["BarRing"]
 _FIELDS = 6  # ts, open, high, low, close, volume
 _INF = math.inf
 _HEADER = struct.Struct("<III")  # capacity, count, head
+# One slot as the array holds it (native doubles): one C call writes a bar.
+_SLOT = struct.Struct(f"={_FIELDS}d")
+_SLOT_BYTES = _SLOT.size
+_pack_slot = _SLOT.pack_into
 _FINITE_NON_NEGATIVE = bytes(range(0x7F))  # top bytes of doubles in [+0, 2**1009)
 
 
@@ -50,9 +54,12 @@ class BarRing:
         be real (a price not positive and finite, high below low, negative
         volume) is ignored. Raises ``ValueError`` for a bar of another symbol.
         """
+        return self.append_at(bar, bar.ts.timestamp())
+
+    def append_at(self, bar: Bar, ts: float) -> bool:
+        """``append`` for a caller that holds ``bar.ts`` as POSIX seconds (``ts``) already."""
         if bar.symbol != self.symbol:
             raise ValueError(f"bar of {bar.symbol} appended to the buffer of {self.symbol}")
-        ts = bar.ts.timestamp()
         d = self._data
         head, count = self._head, self._count
         if count and ts <= d[((head - 1) % self.capacity) * _FIELDS]:
@@ -65,13 +72,7 @@ class BarRing:
             and 0.0 <= volume < _INF
         ):
             return False
-        i = head * _FIELDS
-        d[i] = ts
-        d[i + 1] = open_
-        d[i + 2] = high
-        d[i + 3] = low
-        d[i + 4] = close
-        d[i + 5] = volume
+        _pack_slot(d, head * _SLOT_BYTES, ts, open_, high, low, close, volume)
         self._head = (head + 1) % self.capacity
         if count < self.capacity:
             self._count = count + 1
@@ -85,6 +86,24 @@ class BarRing:
         if not self._count:
             raise IndexError("empty bar buffer")
         return self._data[self._slot(0)]
+
+    def before(self, ts: float) -> tuple[int, float] | None:
+        """Return (how many held bars open before ``ts``, the close of the newest of them).
+
+        The bar opening at ``ts`` may or may not be held already. None when no
+        bar precedes it or when a newer bar is held (``ts`` is late).
+        """
+        count = self._count
+        if not count:
+            return None
+        d, cap, head = self._data, self.capacity, self._head
+        i = ((head - 1) % cap) * _FIELDS
+        newest = d[i]
+        if newest < ts:
+            return count, d[i + 4]
+        if newest > ts or count < 2:
+            return None
+        return count - 1, d[((head - 2) % cap) * _FIELDS + 4]
 
     def close(self, age: int = 0) -> float:
         """Return the close ``age`` bars back (0 = newest); raise ``IndexError`` past the start."""

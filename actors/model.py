@@ -60,6 +60,7 @@ APPLIED_IDS_KEPT = 4096
 RECOVERED_STRATEGY = "recovered"  # the strategy a closed trade of an adopted position records
 _EPS = 1e-9
 _INF = math.inf
+_replace = msgspec.structs.replace
 
 
 class ModelError(ValueError):
@@ -168,18 +169,31 @@ def set_levels(state: PositionState, day: date, levels: dict[str, float]) -> Pos
 
 def mark_bar(state: PositionState, bar: Bar) -> PositionState:
     """Track the last price and the trade's extremes (for MAE/MFE) from a bar."""
+    # Every bar of every symbol comes through here: one chained comparison
+    # validates the usual bar, and the new state is made by one ``replace``.
     if bar.symbol != state.symbol:
         raise WrongSymbol(f"bar for {bar.symbol} sent to {state.symbol}")
-    _check_bar(bar)
-    if state.is_flat:
-        if state.last_price == bar.close:
+    close, high, low = bar.close, bar.high, bar.low
+    if not (
+        0.0 < low <= high < _INF
+        and 0.0 < bar.open < _INF
+        and 0.0 < close < _INF
+        and 0.0 <= bar.volume < _INF
+    ):
+        _check_bar(bar)
+    if state.qty == 0:
+        if state.last_price == close:
             return state
-        return _bump(state, last_price=bar.close)
-    high = bar.high if state.trade_high is None else max(state.trade_high, bar.high)
-    low = bar.low if state.trade_low is None else min(state.trade_low, bar.low)
-    if (bar.close, high, low) == (state.last_price, state.trade_high, state.trade_low):
+        return _replace(state, seq=state.seq + 1, last_price=close)
+    # max() and min() as they pick (ties keep the state's), without their calls
+    trade_high, trade_low = state.trade_high, state.trade_low
+    if trade_high is not None and not high > trade_high:
+        high = trade_high
+    if trade_low is not None and not low < trade_low:
+        low = trade_low
+    if (close, high, low) == (state.last_price, trade_high, trade_low):
         return state
-    return _bump(state, last_price=bar.close, trade_high=high, trade_low=low)
+    return _replace(state, seq=state.seq + 1, last_price=close, trade_high=high, trade_low=low)
 
 
 def begin_entry(

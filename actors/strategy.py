@@ -26,6 +26,7 @@ import msgspec
 from actors.bars import BarRing
 from actors.state import IntentKind, Mode, PositionState
 from brokers.base import Bar, Side
+from runtime.clock import posix
 
 __all__ = [
     "Action",
@@ -40,6 +41,14 @@ __all__ = [
     "Strategy",
     "StrategyParams",
 ]
+
+
+# Enum members bound once: ``Mode.MANAGED`` costs a metaclass lookup (~0.1 us on
+# 3.11) every time, and the checks below run on every bar of every symbol.
+_MANAGED = Mode.MANAGED
+_ENTRY = IntentKind.ENTRY
+_PARTIAL = IntentKind.PARTIAL
+_EXIT = IntentKind.EXIT
 
 
 class Enter(msgspec.Struct, frozen=True, tag=True):
@@ -143,40 +152,62 @@ class PivotBreakout:
     def decide(
         self, state: PositionState, bars: BarRing, bar: Bar, session: Session
     ) -> list[Action]:
-        if state.mode is not Mode.MANAGED:
+        # Every bar of every symbol comes through here, and on most of them
+        # nothing happens: the usual ways out come first and build nothing.
+        if state.mode is not _MANAGED:
             return []
-        cut = self._cut(session)
-        ts = bar.ts.timestamp()
+        cut = self._cutoffs
+        if cut is None or (cut.session is not session and cut.session != session):
+            cut = self._cut(session)
+        ts = posix(bar.ts)
         bar_end = ts + session.bar_seconds
-        actions: list[Action] = []
-        levels = self._levels(state, bars, bar, ts, cut)
-        if levels is not None and levels is not state.levels and levels != state.levels:
-            actions.append(SetLevels(dict(levels)))
-        if not state.is_flat:
-            actions.extend(self._manage(state, bar, bar_end, cut))
-            return actions
-        if levels is None or (
-            state.intents and any(i.kind is IntentKind.ENTRY for i in state.intents)
-        ):
-            return actions
-        if bar_end > cut.no_entry:
-            return actions
-        before = _before(bars, ts)
-        if before is None or before[0] < self.params.warmup_bars:
-            return actions
-        entry = self._breakout(state, before[1], bar, levels)
-        if entry is not None:
-            actions.append(entry)
-        return actions
+        levels = self._fixed
+        if levels is None:
+            if state.levels and state.levels_day == state.trading_day:
+                levels = state.levels
+            else:
+                levels = self._opening_levels(bars, bar, ts, cut)
+        if levels is None or levels is state.levels or levels == state.levels:
+            return self._decide(state, bars, bar, levels, ts, bar_end, cut)
+        return [SetLevels(dict(levels)), *self._decide(state, bars, bar, levels, ts, bar_end, cut)]
 
-    def _levels(
-        self, state: PositionState, bars: BarRing, bar: Bar, ts: float, cut: _Cutoffs
+    def _decide(
+        self,
+        state: PositionState,
+        bars: BarRing,
+        bar: Bar,
+        levels: dict[str, float] | None,
+        ts: float,
+        bar_end: float,
+        cut: _Cutoffs,
+    ) -> list[Action]:
+        """Return the actions on ``bar`` other than recording the day's levels."""
+        if state.qty != 0:
+            return self._manage(state, bar, bar_end, cut)
+        if levels is None or bar_end > cut.no_entry:
+            return []
+        for intent in state.intents:
+            if intent.kind is _ENTRY:
+                return []
+        # A close inside the levels breaks nothing, whatever came before it.
+        close = bar.close
+        resistance = levels.get("resistance")
+        support = levels.get("support")
+        if not (
+            (resistance is not None and resistance < close)
+            or (support is not None and support > close)
+        ):
+            return []
+        before = bars.before(ts)
+        if before is None or before[0] < self.params.warmup_bars:
+            return []
+        entry = self._breakout(state, before[1], bar, levels)
+        return [] if entry is None else [entry]
+
+    def _opening_levels(
+        self, bars: BarRing, bar: Bar, ts: float, cut: _Cutoffs
     ) -> dict[str, float] | None:
-        """Return the day's levels (read only: ``state.levels`` itself when they are set)."""
-        if self._fixed is not None:
-            return self._fixed
-        if state.levels and state.levels_day == state.trading_day:
-            return state.levels
+        """Return the opening range's pivots once the range is complete, else None."""
         if ts + cut.session.bar_seconds < cut.range_end:
             return None
         day_open = cut.session.open
@@ -197,9 +228,15 @@ class PivotBreakout:
     ) -> Enter | None:
         resistance = levels.get("resistance")
         support = levels.get("support")
+        close = bar.close
+        if not (
+            (resistance is not None and prev_close <= resistance < close)
+            or (support is not None and prev_close >= support > close)
+        ):
+            return None
         breaks = (
-            (Side.BUY, resistance, resistance is not None and prev_close <= resistance < bar.close),
-            (Side.SELL, support, support is not None and prev_close >= support > bar.close),
+            (Side.BUY, resistance, resistance is not None and prev_close <= resistance < close),
+            (Side.SELL, support, support is not None and prev_close >= support > close),
         )
         for side, pivot, crossed in breaks:
             if (
@@ -207,7 +244,7 @@ class PivotBreakout:
                 and pivot is not None
                 and state.attempts_for(state.trading_day, pivot, side) < self.params.max_attempts
             ):
-                return self._entry(side, pivot, bar.close)
+                return self._entry(side, pivot, close)
         return None
 
     def _entry(self, side: Side, pivot: float, close: float) -> Enter:
@@ -229,10 +266,9 @@ class PivotBreakout:
     def _manage(
         self, state: PositionState, bar: Bar, bar_end: float, cut: _Cutoffs
     ) -> list[Action]:
-        if state.intents and any(
-            i.kind is IntentKind.EXIT or i.kind is IntentKind.PARTIAL for i in state.intents
-        ):
-            return []
+        for intent in state.intents:
+            if intent.kind is _EXIT or intent.kind is _PARTIAL:
+                return []
         if bar_end >= cut.eod:
             return [Flatten("eod")]
         if len(state.targets) < 2:
@@ -251,21 +287,3 @@ class PivotBreakout:
                 ExitPartial(qty=half, reason="target1"),
             ]
         return []
-
-
-def _before(bars: BarRing, ts: float) -> tuple[int, float] | None:
-    """Return (how many bars precede the bar opening at ``ts``, the close before it).
-
-    ``bars`` may or may not hold that bar already. None when nothing precedes it
-    or when the buffer holds a newer bar: a late bar is never traded on.
-    """
-    if not len(bars):
-        return None
-    newest = bars.last_ts()
-    if newest > ts:
-        return None
-    if newest < ts:
-        return len(bars), bars.close(0)
-    if len(bars) < 2:
-        return None
-    return len(bars) - 1, bars.close(1)

@@ -232,9 +232,7 @@ class SupervisorActor(Actor[RunRecovery]):
             positions, orders = again, orders_again
         raise BrokerError("broker truth kept changing while it was read")
 
-    async def _truth_of(
-        self, symbols: tuple[str, ...]
-    ) -> tuple[list[BrokerPosition], list[Order]]:
+    async def _truth_of(self, symbols: tuple[str, ...]) -> tuple[list[BrokerPosition], list[Order]]:
         positions, orders = await self._truth()
         if symbols:
             positions = [p for p in positions if p.symbol in symbols]
@@ -299,9 +297,7 @@ class SupervisorActor(Actor[RunRecovery]):
         for ex in executions:
             own = ex.exec_id in ours
             actor = self.actors.get(ex.symbol)
-            if not own and (
-                not hands or actor is None or actor.state.qty * ex.side.sign >= 0
-            ):
+            if not own and (not hands or actor is None or actor.state.qty * ex.side.sign >= 0):
                 continue  # a hand trade that opens or adds: the plan's (orphan, drift)
             actor = actor or await self._spawn(ex.symbol)
             held = (actor.state.qty, actor.state.avg_price)

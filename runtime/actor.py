@@ -29,7 +29,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable
-from typing import Final, Generic, TypeVar, cast
+from typing import Final, Generic, TypeVar
 
 __all__ = [
     "UNHANDLED",
@@ -350,10 +350,10 @@ class Actor(Generic[M]):
                     self._getter = None
                 continue
             item = mailbox.popleft()
-            if type(item) is _Ask:
+            if isinstance(item, _Ask):
                 msg, reply = item.msg, item.reply
             else:
-                msg, reply = cast(M, item), None
+                msg, reply = item, None
             if self._putters:
                 self._wake_putter()
             self._current = reply

@@ -14,7 +14,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as dtime
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -25,6 +25,7 @@ __all__ = [
     "RealClock",
     "TradingCalendar",
     "VirtualClock",
+    "posix",
     "utc",
 ]
 
@@ -34,6 +35,33 @@ def utc(ts: datetime) -> datetime:
     if ts.tzinfo is None:
         raise ValueError(f"naive datetime {ts.isoformat()} (times must carry a timezone)")
     return ts.astimezone(UTC)
+
+
+def _last_conversion() -> Callable[[datetime], float]:
+    # The bars of one minute share their time across symbols, and a bar's time
+    # is read by the actor and again by its strategy: remembering the last
+    # conversion turns most of them into one comparison. Only fixed-offset
+    # times (UTC) are remembered: two times of one zone compare equal across a
+    # DST fold (their ``fold`` is ignored) though they are an hour apart.
+    # One tuple, swapped whole: a reader on another thread never pairs a time
+    # with another time's conversion.
+    last: tuple[datetime | None, float] = (None, 0.0)
+
+    def posix(when: datetime) -> float:
+        """Return ``when.timestamp()``."""
+        nonlocal last
+        last_when, last_ts = last
+        if when == last_when:
+            return last_ts
+        ts = when.timestamp()
+        if type(when.tzinfo) is timezone:
+            last = (when, ts)
+        return ts
+
+    return posix
+
+
+posix = _last_conversion()
 
 
 class Clock(Protocol):

@@ -309,6 +309,7 @@ async def test_a_missed_entry_then_a_hand_close_leaves_nothing_at_the_venue(
         venue.gate.clear()  # the entry's fill stays on its way
         await venue.set_price(SYMBOL, ABOVE)
         await print_bars(venue, clock, 1)
+
         async def filled() -> bool:
             return await position(venue) > 0
 

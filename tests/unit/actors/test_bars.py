@@ -122,6 +122,26 @@ def closes_of(bars: list[Bar]) -> list[float]:
     return [b.close for b in bars]
 
 
+def test_before_counts_the_bars_preceding_a_time_and_gives_the_close_before_it() -> None:
+    ring = ring_of(numbered(7, first=10), capacity=5)  # minutes 12..16 held
+
+    assert ring.before(at(17).timestamp()) == (5, 17.0)  # not held yet
+    assert ring.before(at(16).timestamp()) == (4, 16.0)  # held: the close before it
+    assert ring.before(at(15).timestamp()) is None  # a newer bar is held: late
+    assert BarRing(SYMBOL).before(at(0).timestamp()) is None
+    assert ring_of(numbered(1)).before(at(0).timestamp()) is None  # only itself
+
+
+def test_append_at_is_append_with_the_time_given() -> None:
+    given_at, appended = BarRing(SYMBOL, 4), ring_of([], capacity=4)
+    bars = [*numbered(6), bar(3, 99.0), bar(7, 1.0, high=0.5)]
+
+    kept = [given_at.append_at(item, item.ts.timestamp()) for item in bars]
+
+    assert kept == [appended.append(item) for item in bars]
+    assert given_at.to_bytes() == appended.to_bytes()
+
+
 def test_dropping_stale_bars_keeps_the_recent_ones_and_the_capacity() -> None:
     ring = ring_of(numbered(10), capacity=6)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from runtime.clock import FunctionClock, TradingCalendar, VirtualClock, utc
+from runtime.clock import FunctionClock, TradingCalendar, VirtualClock, posix, utc
 
 NY = TradingCalendar("America/New_York", time(4, 0))
 
@@ -44,6 +45,25 @@ def test_naive_times_are_refused() -> None:
         utc(datetime(2026, 1, 5, 10, 0))
     with pytest.raises(ValueError, match="naive datetime"):
         NY.trading_day(datetime(2026, 1, 5, 10, 0))
+
+
+def test_posix_is_timestamp_whatever_came_before() -> None:
+    zone = ZoneInfo("America/New_York")
+    first, second = (datetime(2026, 11, 1, 1, 30, tzinfo=zone, fold=f) for f in (0, 1))
+    assert first == second  # one zone: the fold is ignored, yet they are an hour apart
+    noon = datetime(2026, 1, 5, 17, 0, tzinfo=UTC)
+    times = [
+        noon,
+        noon,
+        noon.astimezone(timezone(timedelta(hours=-5))),  # the same instant
+        noon + timedelta(minutes=1),
+        first,
+        second,
+        first,
+        datetime(2026, 1, 5, 12, 0),  # naive: local time
+    ]
+
+    assert [posix(t) for t in times] == [t.timestamp() for t in times]
 
 
 async def test_virtual_clock_wakes_sleepers_in_order_only_when_advanced() -> None:
