@@ -9,6 +9,12 @@ Errors: no response, 5xx or a timeout -> ``BrokerUnavailable``; 404 ->
 ``OrderNotFound``; 422 with Alpaca's duplicate code -> ``DuplicateClientOrderId``;
 other refusals of an order -> ``OrderRejected``; anything else -> ``BrokerError``.
 The messages carry Alpaca's error text, never a credential.
+
+The SDK's threads parse every response (JSON, pydantic models) holding the
+GIL, and the loop thread that wants it back waits up to the interpreter's
+switch interval each time: 5 ms by default, the whole of the loop-lag budget.
+The adapter lowers it to 1 ms for the process (``sys.setswitchinterval``; it
+never raises it), which bounds those waits at the cost of more GIL hand-offs.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -100,10 +107,20 @@ def _typed(what: str, error: APIError, *, order: bool) -> BrokerError:
     return BrokerError(text)
 
 
+SWITCH_INTERVAL_S = 0.001  # see the module docstring
+
+
+def shorten_gil_switch() -> None:
+    """Lower the interpreter's GIL switch interval to ``SWITCH_INTERVAL_S`` (never raise it)."""
+    if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 class TradingRest:
     """The trading REST calls of one Alpaca account, awaited on the loop, run in threads."""
 
     def __init__(self, client: TradingClient, *, timeout_s: float = 15.0) -> None:
+        shorten_gil_switch()
         self._client = client
         self._timeout_s = timeout_s
         self._client_ids: dict[str, str] = {}  # order id -> client order id (never changes)

@@ -11,6 +11,8 @@ import asyncio
 import itertools
 import logging
 import random
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -411,3 +413,39 @@ async def test_keys_never_reach_the_log(
     assert "trade stream up" in text
     assert KEY not in text
     assert SECRET not in text
+
+
+async def test_a_slow_rest_call_runs_off_the_loop_thread_while_the_loop_ticks(
+    trader: tuple[AlpacaBroker, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A REST call that takes 300 ms (a slow network) does not hold the loop for any of it."""
+    broker, _ = trader
+    client = broker._trading
+    real = client.get_all_positions
+    threads: list[int] = []
+
+    def slow_positions() -> Any:
+        threads.append(threading.get_ident())
+        time.sleep(0.3)  # blocking, as requests blocks on a slow answer
+        return real()
+
+    monkeypatch.setattr(client, "get_all_positions", slow_positions)
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await broker.positions()
+    stop.set()
+    await tick
+
+    assert threads
+    assert threading.get_ident() not in threads, "the SDK call ran in a worker thread"
+    assert ticks >= 20, f"the loop ticked {ticks} times in 300 ms"
+    assert sys.getswitchinterval() <= 0.001, "the adapter bounds the loop's GIL waits"
