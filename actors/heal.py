@@ -73,14 +73,79 @@ def discrepancy(
     return _signature(plan_symbol(state, position if verify else _assumed(state), orders))
 
 
-def _fold(state: PositionState, executions: Sequence[Execution]) -> PositionState:
-    """Apply ``executions`` to a copy of ``state`` (what a replay would do), purely."""
+def _fold(
+    actor: PositionActor, state: PositionState, executions: Sequence[Execution]
+) -> tuple[PositionState, str | None, tuple[float, float] | None]:
+    """Apply what a replay would to a copy of ``state``, purely (a dry run).
+
+    ``executions``: the symbol's unseen ones, oldest first. Ours always; a hand
+    trade only against the held side, as the supervisor's replay picks them.
+    Return the state, the gravest hand trade met (``EXTERNAL_RANK``) and the
+    (qty, avg price) held before the first one.
+    """
+    external: str | None = None
+    held: tuple[float, float] | None = None
     for ex in executions:
+        if not _is_ours(actor, ex.client_order_id) and state.qty * ex.side.sign >= 0:
+            continue
+        before = state
         try:
-            state = model.apply_fill(state, ex).state
+            applied = model.apply_fill(state, ex)
         except model.ModelError as exc:
             _log.warning("%s: dry run cannot replay %s: %s", state.symbol, ex.exec_id, exc)
-    return state
+            continue
+        state = applied.state
+        kind = external_kind(before, applied, ex)
+        if kind is not None:
+            held = held or (before.qty, before.avg_price)
+            if external is None or EXTERNAL_RANK[kind] > EXTERNAL_RANK[external]:
+                external = kind
+    return state, external, held
+
+
+# Which hand trade a symbol's report names when a replay met several.
+EXTERNAL_RANK = {"reduced": 0, "closed": 1, "opened": 2}
+
+
+def external_kind(before: PositionState, applied: model.Applied, ex: Execution) -> str | None:
+    """Return what a fill of an order unknown to ``before`` did, or None for a known order.
+
+    ``opened``: it opened (or, crossing zero, flipped) a position; ``closed``: it
+    closed the one held; ``reduced``: it took part of it.
+    """
+    if before.intent(ex.client_order_id) is not None:
+        return None
+    if not applied.state.is_flat and (before.is_flat or applied.closed):
+        return "opened"
+    if applied.closed:
+        return "closed"
+    if applied.partial is not None:
+        return "reduced"
+    return None
+
+
+def label_external(
+    outcome: ReconcileOutcome, external: str | None, held: tuple[float, float] | None
+) -> ReconcileOutcome:
+    """Report a replayed hand trade as what it was: orphan, drift (a partial) or zombie.
+
+    ``held``: the (qty, avg price) held here before the first hand trade; a
+    drift reports it as the local side (what the hand trade changed).
+    """
+    if external is None or outcome.finding != "ok":
+        return outcome
+    finding = {"opened": "orphan", "reduced": "drift"}.get(external, "zombie")
+    action = f"replayed external fill ({external})"
+    local_qty, local_avg = outcome.local_qty, outcome.local_avg
+    if external == "reduced" and held is not None:
+        local_qty, local_avg = held
+    return msgspec.structs.replace(
+        outcome,
+        finding=finding,
+        local_qty=local_qty,
+        local_avg=local_avg,
+        actions=(*outcome.actions, action),
+    )
 
 
 def _last_exit(state: PositionState, executions: Sequence[Execution]) -> Execution | None:
@@ -98,7 +163,9 @@ def _last_exit(state: PositionState, executions: Sequence[Execution]) -> Executi
 
 async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     """Reconcile ``actor`` against ``msg``'s broker truth; see the module docstring."""
-    state = _fold(actor.state, msg.replay) if msg.dry_run else actor.state
+    state, external, held = (
+        _fold(actor, actor.state, msg.replay) if msg.dry_run else (actor.state, None, None)
+    )
     # A broker that reports no positions cannot contradict ours: take them as they
     # are (its orders still tell whether the stop rests), but they stay unverified.
     position = msg.position if msg.verify else _assumed(state)
@@ -115,7 +182,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
         unverified=unverified,
     )
     if msg.dry_run:
-        return outcome
+        return label_external(outcome, external, held)
     _set_unverified(actor, unverified)
     signature = _signature(plan)
     if not msg.heal or (msg.mode == "periodic" and signature != msg.signature):

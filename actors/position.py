@@ -22,7 +22,7 @@ import msgspec
 from actors import model
 from actors.bars import BarRing
 from actors.days import TradingDay, trading_day_of
-from actors.heal import heal_symbol
+from actors.heal import external_kind, heal_symbol
 from actors.messages import (
     Checkpoint,
     Confirm,
@@ -439,17 +439,12 @@ class PositionActor(Actor[PositionMsg]):
         writes: list[Write] = [PutExecution(ex, require_new=True)]
         writes.extend(PutClosedTrade(t) for t in applied.closed)
         intent = before.intent(ex.client_order_id)
-        external = None
-        if intent is None and not state.is_flat and (before.is_flat or applied.closed):
+        external = external_kind(before, applied, ex)
+        if external == "opened":
             # Opened (or, crossing zero, flipped) by an order nobody here sent: what is
             # open now is an orphan, adopted by policy; a closed part is booked above.
-            external = "opened"
             mode = Mode.WATCH if self.ctx.orphan_policy == "adopt" else Mode.MANAGED
             state = model.adopt(state, state.qty, state.avg_price, ex.ts, mode)
-        elif intent is None and applied.closed:
-            external = "closed"
-        elif intent is None and applied.partial is not None:
-            external = "reduced"
         stop_intent = None
         if act and intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
             state, stop_intent, more = self.desk.plan_stop(state)

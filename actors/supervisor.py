@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import msgspec
 
-from actors.heal import discrepancy, own_prefix
+from actors.heal import EXTERNAL_RANK, discrepancy, label_external, own_prefix
 from actors.messages import FillAck, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
 from actors.state import IntentKind
@@ -172,6 +172,7 @@ class SupervisorActor(Actor[RunRecovery]):
         orders_of = _grouped(orders)
         executions_of = _grouped(executions)
         ours_of = _grouped(ours)
+        unseen_of = _grouped(unseen)
         foreign_of = _grouped(foreign)
         asks: list[tuple[PositionActor, Reconcile]] = []
         outcomes: list[ReconcileOutcome] = []
@@ -194,7 +195,9 @@ class SupervisorActor(Actor[RunRecovery]):
                 orphan_mode=self.orphan_policy,
                 mode=mode,
                 executions=tuple(executions_of.get(symbol, ())),
-                replay=tuple(ours_of.get(symbol, ())),
+                # A dry run folds what the real run would replay: ours and hand trades
+                # in time order (the fold picks the hand trades as ``_replay`` does).
+                replay=tuple(unseen_of.get(symbol, ()) if dry_run else ours_of.get(symbol, ())),
                 foreign=tuple(foreign_of.get(symbol, ())),
                 signature=signature,
                 verify=verify,
@@ -208,7 +211,7 @@ class SupervisorActor(Actor[RunRecovery]):
             assert isinstance(answer, ReconcileOutcome)
             symbol = actor.symbol
             outcomes.append(
-                _with_external(answer, replay.external.get(symbol), replay.before.get(symbol))
+                label_external(answer, replay.external.get(symbol), replay.before.get(symbol))
             )
         outcomes.sort(key=lambda o: o.symbol)
         report = self._report(mode, dry_run, started, t0, outcomes, replay.replayed, critical, True)
@@ -316,7 +319,7 @@ class SupervisorActor(Actor[RunRecovery]):
                 if ack.external is not None:
                     replay.before.setdefault(ex.symbol, held)
                     found = replay.external.get(ex.symbol)
-                    if found is None or _EXTERNAL_RANK[ack.external] > _EXTERNAL_RANK[found]:
+                    if found is None or EXTERNAL_RANK[ack.external] > EXTERNAL_RANK[found]:
                         replay.external[ex.symbol] = ack.external
         return replay
 
@@ -480,31 +483,3 @@ class _Replay:
     applied: set[str] = field(default_factory=set)
     external: dict[str, str] = field(default_factory=dict)  # the gravest per symbol
     before: dict[str, tuple[float, float]] = field(default_factory=dict)  # (qty, avg) before
-
-
-# Which hand trade a symbol's report names when the replay met several.
-_EXTERNAL_RANK = {"reduced": 0, "closed": 1, "opened": 2}
-
-
-def _with_external(
-    outcome: ReconcileOutcome, external: str | None, held: tuple[float, float] | None
-) -> ReconcileOutcome:
-    """Report a replayed hand trade as what it was: orphan, drift (a partial) or zombie.
-
-    ``held``: the (qty, avg price) held here before the first hand trade; a
-    drift reports it as the local side (what the hand trade changed).
-    """
-    if external is None or outcome.finding != "ok":
-        return outcome
-    finding = {"opened": "orphan", "reduced": "drift"}.get(external, "zombie")
-    action = f"replayed external fill ({external})"
-    local_qty, local_avg = outcome.local_qty, outcome.local_avg
-    if external == "reduced" and held is not None:
-        local_qty, local_avg = held
-    return msgspec.structs.replace(
-        outcome,
-        finding=finding,
-        local_qty=local_qty,
-        local_avg=local_avg,
-        actions=(*outcome.actions, action),
-    )

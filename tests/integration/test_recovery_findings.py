@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
 from actors.heal import own_prefix
@@ -17,7 +19,9 @@ from actors.state import ExitReason, Mode, Origin
 from brokers.base import OrderRequest, OrderType, Side
 from brokers.sim import read_book
 from runtime.alerts import Severity
+from runtime.app import App
 from runtime.clock import VirtualClock
+from runtime.config import Config
 from tests.integration.recovery_kit import (
     ABOVE,
     OTHER,
@@ -41,6 +45,19 @@ from tests.integration.recovery_kit import (
     warm_up,
     write_profile,
 )
+
+
+async def _dry_run(config: Config, state: Path) -> dict[str, Any]:
+    """Run ``stalwart reconcile --dry-run`` in process; return its report as plain data."""
+    venue = await open_venue(config, state, VirtualClock())
+    report = await App(config=config, state_dir=state, broker=venue).reconcile_once(dry_run=True)
+    found: dict[str, Any] = msgspec.to_builtins(report)
+    return found
+
+
+def _findings(report: dict[str, Any]) -> tuple[Any, ...]:
+    drifts = [(d["symbol"], d["local_qty"], d["broker_qty"]) for d in report["drifts"]]
+    return (report["zombies"], report["orphans"], drifts, report["replayed_fills"])
 
 
 async def test_zombie_closed_by_hand_while_down_is_closed_externally(tmp_path: Path) -> None:
@@ -194,6 +211,7 @@ async def test_hand_sell_then_our_stop_while_down_are_booked_in_the_order_they_h
     async with outside(config, state) as venue:
         hand = await venue.hand_trade(SYMBOL, Side.SELL, 40.0)
         (stop_fill,) = await venue.set_price(SYMBOL, STOP_HIT)
+    dry = await _dry_run(config, state)
 
     venue = await open_venue(config, state, VirtualClock())
     async with Trader(config, state, venue):
@@ -211,6 +229,7 @@ async def test_hand_sell_then_our_stop_while_down_are_booked_in_the_order_they_h
     assert boot["replayed_fills"] == 1, "our stop; the hand sell is not ours"
     assert {hand.exec_id, stop_fill.exec_id} <= set(executions(state))
     assert not boot["orphans"], "the short came from our own stop, in order"
+    assert _findings(dry) == _findings(boot), "the dry run said what the boot did"
 
 
 async def test_a_hand_buy_on_a_held_position_is_a_drift_not_absorbed(tmp_path: Path) -> None:
@@ -245,6 +264,7 @@ async def test_a_hand_sell_through_zero_closes_ours_and_adopts_the_rest_as_an_or
     entry = await holding(config, state)
     async with outside(config, state) as venue:
         flip = await venue.hand_trade(SYMBOL, Side.SELL, 150.0)
+    dry = await _dry_run(config, state)
 
     venue = await open_venue(config, state, VirtualClock())
     async with Trader(config, state, venue) as trader:
@@ -261,6 +281,7 @@ async def test_a_hand_sell_through_zero_closes_ours_and_adopts_the_rest_as_an_or
     assert boot["orphans"] == [SYMBOL]
     assert [a.symbol for a in trader.alerts if a.kind == "orphan"] == [SYMBOL]
     assert flip.exec_id in executions(state)
+    assert _findings(dry) == _findings(boot)
 
 
 async def test_a_hand_close_cancels_an_exit_of_ours_left_resting(tmp_path: Path) -> None:
