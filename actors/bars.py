@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from brokers.base import Bar
 
-__all__ = ["BarRing"]
+__all__ = ["BarRing", "plausible"]
 
 _FIELDS = 6  # ts, open, high, low, close, volume
 _INF = math.inf
@@ -65,12 +65,7 @@ class BarRing:
         if count and ts <= d[((head - 1) % self.capacity) * _FIELDS]:
             return False
         open_, high, low, close, volume = bar.open, bar.high, bar.low, bar.close, bar.volume
-        if not (
-            0.0 < low <= high < _INF
-            and 0.0 < open_ < _INF
-            and 0.0 < close < _INF
-            and 0.0 <= volume < _INF
-        ):
+        if not plausible(open_, high, low, close, volume):
             return False
         _pack_slot(d, head * _SLOT_BYTES, ts, open_, high, low, close, volume)
         self._head = (head + 1) % self.capacity
@@ -162,7 +157,7 @@ class BarRing:
     def _check(self) -> None:
         """Raise ``ValueError`` unless the held bars are plausible and strictly ascending."""
         # Column by column, not bar by bar: a boot checks every bar of every
-        # symbol. The rules are ``_plausible``'s; the sign-and-exponent bytes
+        # symbol. The rules are ``plausible``'s; the sign-and-exponent bytes
         # vouch for "finite, prices > 0, volumes >= 0" of a usual buffer at C
         # speed, and anything they cannot vouch for is checked value by value.
         if not self._count:
@@ -238,11 +233,14 @@ class BarRing:
         return ring
 
 
-def _plausible(open_: float, high: float, low: float, close: float, volume: float) -> bool:
-    prices = (open_, high, low, close)
+def plausible(open_: float, high: float, low: float, close: float, volume: float) -> bool:
+    """Return whether a bar's values could be real: prices finite and > 0, high >= low,
+    volume finite and >= 0. One chained comparison (NaN compares false): every bar
+    of every symbol is checked with it.
+    """
     return (
-        all(math.isfinite(p) and p > 0 for p in prices)
-        and high >= low
-        and math.isfinite(volume)
-        and volume >= 0
+        0.0 < low <= high < _INF
+        and 0.0 < open_ < _INF
+        and 0.0 < close < _INF
+        and 0.0 <= volume < _INF
     )

@@ -31,9 +31,6 @@ class TradingDay:
         self.end = end
         self.session = session
 
-    def holds(self, ts: float) -> bool:
-        return self.start <= ts < self.end
-
 
 _days: weakref.WeakKeyDictionary[TradingCalendar, dict[tuple[date, int], TradingDay]] = (
     weakref.WeakKeyDictionary()

@@ -19,6 +19,7 @@ from datetime import date, datetime
 
 import msgspec
 
+from actors.bars import plausible
 from actors.state import (
     ClosedTrade,
     ExitReason,
@@ -59,7 +60,6 @@ __all__ = [
 APPLIED_IDS_KEPT = 4096
 RECOVERED_STRATEGY = "recovered"  # the strategy a closed trade of an adopted position records
 _EPS = 1e-9
-_INF = math.inf
 _replace = msgspec.structs.replace
 
 
@@ -99,15 +99,9 @@ def _check_qty(value: float, what: str) -> None:
 
 
 def _check_bar(bar: Bar) -> None:
-    # One chained comparison for the common, valid bar (NaN compares false);
-    # the checks below only name what is wrong.
-    low, high = bar.low, bar.high
-    if (
-        0.0 < low <= high < _INF
-        and 0.0 < bar.open < _INF
-        and 0.0 < bar.close < _INF
-        and 0.0 <= bar.volume < _INF
-    ):
+    # The buffer's rule passes the common, valid bar; the checks below only
+    # name what is wrong.
+    if plausible(bar.open, bar.high, bar.low, bar.close, bar.volume):
         return
     for name, value in (
         ("open", bar.open),
@@ -169,17 +163,12 @@ def set_levels(state: PositionState, day: date, levels: dict[str, float]) -> Pos
 
 def mark_bar(state: PositionState, bar: Bar) -> PositionState:
     """Track the last price and the trade's extremes (for MAE/MFE) from a bar."""
-    # Every bar of every symbol comes through here: one chained comparison
-    # validates the usual bar, and the new state is made by one ``replace``.
+    # Every bar of every symbol comes through here: the new state is made by
+    # one ``replace``.
     if bar.symbol != state.symbol:
         raise WrongSymbol(f"bar for {bar.symbol} sent to {state.symbol}")
     close, high, low = bar.close, bar.high, bar.low
-    if not (
-        0.0 < low <= high < _INF
-        and 0.0 < bar.open < _INF
-        and 0.0 < close < _INF
-        and 0.0 <= bar.volume < _INF
-    ):
+    if not plausible(bar.open, high, low, close, bar.volume):
         _check_bar(bar)
     if state.qty == 0:
         if state.last_price == close:

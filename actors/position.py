@@ -47,7 +47,6 @@ from actors.strategy import (
     ExitPartial,
     Flatten,
     MoveStop,
-    Session,
     SetLevels,
     Strategy,
     StrategyParams,
@@ -322,17 +321,6 @@ class PositionActor(Actor[PositionMsg]):
             self._dirty = True
 
     # -- market data ---------------------------------------------------------------
-
-    def session_of(self, bar: Bar) -> Session:
-        return self._trading_day(bar.ts).session
-
-    def _trading_day(self, when: datetime) -> TradingDay:
-        if when.tzinfo is None:
-            raise BadEvent(f"bar at naive time {when.isoformat()} (times must carry a timezone)")
-        day = self._day
-        if day is None or not day.start <= posix(when) < day.end:
-            day = self._day = trading_day_of(self.ctx.calendar, when, self.ctx.bar_seconds)
-        return day
 
     async def _on_bar(self, bar: Bar) -> None:
         await self._act_all(self._take_bar(bar))
