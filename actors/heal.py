@@ -307,7 +307,7 @@ def _is_exit_of_ours(actor: PositionActor, state: PositionState, order: Order) -
     intent = state.intent(order.client_order_id)
     if intent is not None:
         return intent.kind is not IntentKind.ENTRY
-    return not order.client_order_id.endswith("-entry")
+    return not order.client_order_id.endswith(f"-{IntentKind.ENTRY.value}")  # ids end in the kind
 
 
 async def _cancel_leftover(actor: PositionActor, order: Order) -> str:

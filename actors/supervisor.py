@@ -139,10 +139,8 @@ class SupervisorActor(Actor[RunRecovery]):
         critical: list[str] = []
         try:
             positions, orders, executions = await self._fetch_truth()
-            if symbols:
-                positions = [p for p in positions if p.symbol in symbols]
-                orders = [o for o in orders if o.symbol in symbols]
-                executions = [ex for ex in executions if ex.symbol in symbols]
+            positions, orders = _only(positions, symbols), _only(orders, symbols)
+            executions = _only(executions, symbols)
         except BrokerError as exc:
             critical.append(f"broker unreachable: {exc}")
             report = self._report(mode, dry_run, started, t0, [], 0, critical, reachable=False)
@@ -162,7 +160,8 @@ class SupervisorActor(Actor[RunRecovery]):
             foreign = [ex for ex in foreign if ex.exec_id not in replay.applied]
             if replay.applied:
                 # The replay moved or canceled stops at the broker: plan on what rests now.
-                positions, orders = await self._truth_of(symbols)
+                positions, orders = await self._truth()
+                positions, orders = _only(positions, symbols), _only(orders, symbols)
         by_symbol = {p.symbol: p for p in positions if p.qty != 0}
         for symbol in sorted(set(by_symbol) - set(self.actors)):
             if dry_run:
@@ -234,13 +233,6 @@ class SupervisorActor(Actor[RunRecovery]):
                 return again, orders_again, executions
             positions, orders = again, orders_again
         raise BrokerError("broker truth kept changing while it was read")
-
-    async def _truth_of(self, symbols: tuple[str, ...]) -> tuple[list[BrokerPosition], list[Order]]:
-        positions, orders = await self._truth()
-        if symbols:
-            positions = [p for p in positions if p.symbol in symbols]
-            orders = [o for o in orders if o.symbol in symbols]
-        return positions, orders
 
     @property
     def reports_positions(self) -> bool:
@@ -422,6 +414,12 @@ class SupervisorActor(Actor[RunRecovery]):
 
 
 _T = TypeVar("_T", Order, Execution)
+_S = TypeVar("_S", BrokerPosition, Order, Execution)
+
+
+def _only(items: list[_S], symbols: tuple[str, ...]) -> list[_S]:
+    """Return the items of ``symbols`` (all of them when ``symbols`` is empty)."""
+    return [item for item in items if item.symbol in symbols] if symbols else items
 
 
 def _grouped(items: list[_T]) -> dict[str, list[_T]]:
