@@ -253,7 +253,18 @@ class AlpacaBroker:
         return await self._rest.replace(order_id, stop_price=stop_price, qty=qty)
 
     async def history(self, symbol: str, start: datetime, end: datetime) -> list[Bar]:
-        return await self._history.bars(symbol, start, end)
+        """Return ``symbol``'s bars in [start, end] for the trader's own gap fill.
+
+        The trader hands these to its actor itself, so the newest one marks the
+        symbol's last bar: a bar printed after it but before the data stream was
+        up (the boot refill runs first) is filled when the stream comes up.
+        """
+        bars = await self._history.bars(symbol, start, end)
+        if bars:
+            last = self._last_bar.get(symbol)
+            if last is None or bars[-1].ts > last:
+                self._last_bar[symbol] = bars[-1].ts
+        return bars
 
     # --- streams ------------------------------------------------------------------------
 
@@ -332,7 +343,7 @@ class AlpacaBroker:
             now = self.now()
             for symbol, last in sorted(self._last_bar.items()):
                 try:
-                    bars = await self.history(symbol, last + timedelta(seconds=1), now)
+                    bars = await self._history.bars(symbol, last + timedelta(seconds=1), now)
                 except BrokerError as exc:
                     log.warning("bar gap of %s since %s not filled: %s", symbol, last, exc)
                     continue

@@ -360,6 +360,27 @@ async def test_bar_gap_is_filled_after_a_data_reconnect(
     assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(stamps))
 
 
+async def test_a_bar_printed_between_the_boot_refill_and_the_stream_is_filled(
+    trader: tuple[AlpacaBroker, Recorder],
+) -> None:
+    """Found by the suite (a flaky exchange session): boot refills from history, then
+    subscribes; a bar printed in between was lost, and with it the opening range."""
+    broker, recorder = trader
+    await asyncio.sleep(2.5)  # speed 60: a few bars print before the "boot"
+    now = broker.now()
+    refill = await broker.history("AAPL", now - timedelta(hours=1), now)
+    assert refill, "the exchange has printed bars before the test"
+    newest = max(b.ts for b in refill)
+    await asyncio.sleep(2.5)  # speed 60: two more bars print while nothing listens
+
+    await broker.subscribe(["AAPL"])
+    await recorder.until(lambda ev: len(recorder.of(Bar)) >= 3, "bars once the stream is up")
+
+    stamps = [b.ts for b in recorder.of(Bar)]
+    assert stamps[0] == newest + timedelta(minutes=1), "the first bar after the refill"
+    assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(stamps))
+
+
 async def test_rest_runs_in_threads_and_the_loop_never_stalls(
     trader: tuple[AlpacaBroker, Recorder],
 ) -> None:
