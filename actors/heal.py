@@ -86,7 +86,7 @@ def _fold(
     external: str | None = None
     held: tuple[float, float] | None = None
     for ex in executions:
-        if not _is_ours(actor, ex.client_order_id) and state.qty * ex.side.sign >= 0:
+        if not _is_ours(actor, ex.client_order_id) and not replays_hand_trade(state, ex):
             continue
         before = state
         try:
@@ -101,6 +101,13 @@ def _fold(
             if external is None or EXTERNAL_RANK[kind] > EXTERNAL_RANK[external]:
                 external = kind
     return state, external, held
+
+
+def replays_hand_trade(state: PositionState, ex: Execution) -> bool:
+    """Return whether a replay applies hand trade ``ex`` as a fill: only against the side
+    ``state`` holds (it reduces, closes or flips); one that opens or adds is the plan's.
+    """
+    return state.qty * ex.side.sign < 0
 
 
 # Which hand trade a symbol's report names when a replay met several.

@@ -26,7 +26,13 @@ from typing import TypeVar
 
 import msgspec
 
-from actors.heal import EXTERNAL_RANK, discrepancy, label_external, own_prefix
+from actors.heal import (
+    EXTERNAL_RANK,
+    discrepancy,
+    label_external,
+    own_prefix,
+    replays_hand_trade,
+)
 from actors.messages import FillAck, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
 from actors.state import IntentKind
@@ -292,7 +298,7 @@ class SupervisorActor(Actor[RunRecovery]):
         for ex in executions:
             own = ex.exec_id in ours
             actor = self.actors.get(ex.symbol)
-            if not own and (not hands or actor is None or actor.state.qty * ex.side.sign >= 0):
+            if not own and (not hands or actor is None or not replays_hand_trade(actor.state, ex)):
                 continue  # a hand trade that opens or adds: the plan's (orphan, drift)
             actor = actor or await self._spawn(ex.symbol)
             held = (actor.state.qty, actor.state.avg_price)
