@@ -36,10 +36,11 @@ def _stored(path: Path, exec_id: str) -> int:
 
 
 async def _set_max_pages(store: SqliteStore, pages: int | None) -> None:
-    conn = store._write_conn  # the test plays the disk; the store has no "fill the disk" API
+    # The test plays the disk; the store has no "fill the disk" API.
+    writer = store._writer
     if pages is None:
-        ((pages,),) = await conn.execute_fetchall("PRAGMA page_count")
-    await conn.execute_fetchall(f"PRAGMA max_page_count = {pages}")
+        ((pages,),) = await writer.call(lambda c: c.execute("PRAGMA page_count").fetchall())
+    await writer.call(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchall())
 
 
 async def test_disk_full_suspends_alerts_and_stores_the_fill_once_space_returns(

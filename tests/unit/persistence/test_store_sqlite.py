@@ -50,10 +50,14 @@ def test_sqlite_store_satisfies_the_store_protocol(store: SqliteStore) -> None:
 
 
 async def test_store_file_is_wal_with_full_sync(store: SqliteStore, store_path: Path) -> None:
-    ((mode,),) = await store._write_conn.execute_fetchall("PRAGMA journal_mode")
-    ((sync,),) = await store._write_conn.execute_fetchall("PRAGMA synchronous")
+    ((mode,),) = await store._writer.call(lambda c: c.execute("PRAGMA journal_mode").fetchall())
+    ((sync,),) = await store._writer.call(lambda c: c.execute("PRAGMA synchronous").fetchall())
+    ((auto,),) = await store._writer.call(
+        lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchall()
+    )
 
     assert (mode, sync) == ("wal", 2)  # 2 is FULL
+    assert auto == 0  # checkpoints are the checkpointer thread's, never a commit's
 
 
 async def test_every_write_type_roundtrips(store: SqliteStore, store_path: Path) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,12 +29,12 @@ async def _cap_file_at_current_size(store: SqliteStore) -> None:
     Reaches into the write connection: the store has no public size cap, and
     filling a real disk is not something a unit test can do.
     """
-    ((pages,),) = await store._write_conn.execute_fetchall("PRAGMA page_count")
-    await store._write_conn.execute_fetchall(f"PRAGMA max_page_count = {pages}")
+    ((pages,),) = await store._writer.call(lambda c: c.execute("PRAGMA page_count").fetchall())
+    await store._writer.call(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchall())
 
 
 async def _free_space(store: SqliteStore) -> None:
-    await store._write_conn.execute_fetchall("PRAGMA max_page_count = 1073741823")
+    await store._writer.call(lambda c: c.execute("PRAGMA max_page_count = 1073741823").fetchall())
 
 
 async def test_concurrent_commits_share_transactions(store: SqliteStore) -> None:
@@ -94,7 +97,7 @@ async def test_after_space_returns_the_retry_is_stored(store: SqliteStore) -> No
 async def test_a_dead_writer_fails_pending_and_later_commits(
     store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await store._write_conn.close()  # the connection vanishes under the writer: a bug, not I/O
+    await store._writer.call(lambda c: c.close())  # the connection vanishes: a bug, not I/O
 
     with caplog.at_level(logging.CRITICAL, logger="persistence.writer"):
         outcomes = await asyncio.gather(
@@ -201,3 +204,83 @@ async def test_a_group_is_one_transaction_whatever_its_statements(store: SqliteS
     assert result.duplicate_exec_ids == frozenset()
     assert store.transactions == 1
     assert len((await store.load_snapshots()).rows) == 2
+
+
+def _note_checkpoints(
+    store: SqliteStore, seen: list[int], gate: threading.Event | None = None
+) -> Callable[[sqlite3.Connection], None]:
+    """Return writer-thread work that notes the checkpoint count, then waits for ``gate``."""
+
+    def work(_conn: sqlite3.Connection) -> None:
+        seen.append(store._writer.checkpoints)
+        if gate is not None and not gate.wait(10):
+            raise TimeoutError("gate never opened")
+
+    return work
+
+
+def _megabyte_snapshots(prefix: str, n: int) -> list[Write]:
+    return [PutSnapshot(snapshot(f"{prefix}{i}", blob=bytes(1_000_000))) for i in range(n)]
+
+
+async def _queued_behind_a_held_writer(
+    store: SqliteStore, first: list[Write], second: list[Write]
+) -> list[int]:
+    """Commit ``first``, note the checkpoint count, commit ``second``: all queued at once.
+
+    The writer thread is held while they queue, so it drains all three together;
+    return the checkpoint count seen between the two commits and after both.
+    """
+    gate, seen = threading.Event(), list[int]()
+    held = asyncio.ensure_future(store._writer.call(_note_checkpoints(store, seen, gate)))
+    await asyncio.sleep(0.05)  # the writer thread is held: what follows queues up
+    queued = [
+        asyncio.ensure_future(store.commit(first)),
+        asyncio.ensure_future(store._writer.call(_note_checkpoints(store, seen))),
+        asyncio.ensure_future(store.commit(second)),
+    ]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(held, *queued)
+    # The checkpoint runs after the commit is answered: wait for the writer to idle.
+    for _ in range(200):
+        if store._writer.checkpoints:
+            break
+        await asyncio.sleep(0.01)
+    return [*seen[1:], store._writer.checkpoints]
+
+
+async def test_a_wal_checkpoint_never_delays_the_commits_waiting(store: SqliteStore) -> None:
+    # The writer checkpoints between commits, never inside one, and not while
+    # commits wait (unless the WAL is large): a fill never waits for a page copy.
+    seen = await _queued_behind_a_held_writer(
+        store,
+        _megabyte_snapshots("A", 5),
+        [PutExecution(execution("e-1"))],  # ~1,225 pages
+    )
+
+    assert seen == [0, 1]  # past 1,000 pages with a commit queued: after it, not before
+
+
+async def test_a_writer_that_never_idles_still_checkpoints_a_large_wal(
+    store: SqliteStore, store_path: Path
+) -> None:
+    seen = await _queued_behind_a_held_writer(
+        store,
+        _megabyte_snapshots("A", 17),
+        [PutExecution(execution("e-1"))],  # ~4,160 pages
+    )
+
+    assert seen == [1, 1]  # past 4,000 pages: checkpointed though a commit was queued
+    assert len((await store.load_snapshots()).rows) == 17
+
+
+async def test_close_leaves_one_self_contained_file(store_path: Path) -> None:
+    store = await open_store(store_path, ACCOUNT)
+    await store.commit(_megabyte_snapshots("A", 2))
+    await store.close()
+
+    assert not store_path.with_name(store_path.name + "-wal").exists()
+    with sqlite3.connect(store_path) as db:
+        ((count,),) = db.execute("SELECT count(*) FROM snapshots").fetchall()
+    assert count == 2
