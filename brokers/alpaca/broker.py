@@ -33,7 +33,7 @@ from brokers.alpaca import sdk, translate
 from brokers.alpaca.clock import VenueClock
 from brokers.alpaca.connection import Backoff, DataLink, EventQueue, TradeLink, cancel_and_wait
 from brokers.alpaca.history import BarHistory
-from brokers.alpaca.orders import TradingRest, in_thread
+from brokers.alpaca.orders import SdkThreads, TradingRest, in_thread
 from brokers.alpaca.settings import AlpacaSettings, Credentials
 from brokers.base import (
     Bar,
@@ -107,11 +107,13 @@ class AlpacaBroker:
             paper=settings.paper,
             url_override=settings.url_override,
         )
-        self._rest = TradingRest(self._trading, timeout_s=settings.rest_timeout_s)
+        self._threads = SdkThreads(settings.sdk_threads)
+        self._rest = TradingRest(self._trading, self._threads, timeout_s=settings.rest_timeout_s)
         self._history = BarHistory(
             sdk.StockHistoricalDataClient(
                 credentials.key, credentials.secret, url_override=settings.data_url()
             ),
+            self._threads,
             feed=sdk.DataFeed(settings.feed),
             timeout_s=settings.rest_timeout_s * 2,
         )
@@ -212,6 +214,7 @@ class AlpacaBroker:
         tasks = list(self._tasks.values())
         self._tasks.clear()
         await asyncio.gather(*(cancel_and_wait(t) for t in tasks))
+        self._threads.close()
         self._events.close()
 
     async def events(self) -> AsyncGenerator[BrokerEvent, None]:
@@ -358,6 +361,7 @@ class AlpacaBroker:
         raw = await in_thread(
             "exchange clock",
             lambda: self._trading.get("/clock", api_version="_sim"),
+            threads=self._threads,
             timeout_s=self._settings.rest_timeout_s,
         )
         body = cast(dict[str, Any], raw)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import cast
 
 from brokers.alpaca import translate
-from brokers.alpaca.orders import in_thread
+from brokers.alpaca.orders import SdkThreads, in_thread
 from brokers.alpaca.sdk import (
     BarSet,
     DataFeed,
@@ -28,9 +28,15 @@ class BarHistory:
     """Minute bars of one data feed, fetched in a thread."""
 
     def __init__(
-        self, client: StockHistoricalDataClient, *, feed: DataFeed, timeout_s: float = 30.0
+        self,
+        client: StockHistoricalDataClient,
+        threads: SdkThreads,
+        *,
+        feed: DataFeed,
+        timeout_s: float = 30.0,
     ) -> None:
         self._client = client
+        self._threads = threads
         self._feed = feed
         self._timeout_s = timeout_s
 
@@ -50,6 +56,7 @@ class BarHistory:
         raw = await in_thread(
             f"bars {symbol}",
             lambda: self._client.get_stock_bars(request),
+            threads=self._threads,
             timeout_s=self._timeout_s,
         )
         bars = [translate.bar(b) for b in cast(BarSet, raw).data.get(symbol, [])]

@@ -15,15 +15,27 @@ GIL, and the loop thread that wants it back waits up to the interpreter's
 switch interval each time: 5 ms by default, the whole of the loop-lag budget.
 The adapter lowers it to 1 ms for the process (``sys.setswitchinterval``; it
 never raises it), which bounds those waits at the cost of more GIL hand-offs.
+
+The calls run in the adapter's own small pool (``SdkThreads``, 4 threads),
+not in the loop's default executor, for two reasons. A forced GIL switch hands
+the GIL to *some* waiting thread, not to the loop: with every parse of a
+burst of 50 orders in flight at once, the loop waits behind several of them,
+and fewer SDK threads mean fewer turns to wait. And a venue that hangs holds
+its threads until the SDK's own timeout (a deadline here abandons the call,
+it cannot stop the thread): in the shared default executor that would starve
+every other ``to_thread`` of the process (store files, backups). Four threads
+are far more than Alpaca's rate limit (200 requests a minute) ever needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -61,7 +73,7 @@ from brokers.base import (
     OrderType,
 )
 
-__all__ = ["TradingRest", "in_thread"]
+__all__ = ["SDK_THREADS", "SdkThreads", "TradingRest", "in_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +90,58 @@ def _code(error: APIError) -> int | None:
         return None
 
 
+SDK_THREADS = 4  # see the module docstring
+
+
+class SdkThreads:
+    """The adapter's own bounded thread pool for synchronous SDK calls.
+
+    Created on first use and again after ``close()``, so an adapter that is
+    closed and connected again still works. ``close()`` never waits for a
+    call in flight (a hung venue must not hang the caller): its thread ends
+    when the SDK gives up.
+    """
+
+    def __init__(self, workers: int = SDK_THREADS, *, name: str = "alpaca-sdk") -> None:
+        if workers < 1:
+            raise ValueError(f"SDK threads: need at least 1, got {workers}")
+        self._workers = workers
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    async def run(self, fn: Callable[[], _T]) -> _T:
+        """Return ``fn()``, run in one of the pool's threads (with this task's context)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix=self._name)
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(context.run, fn))
+
+    def close(self) -> None:
+        """Let the threads go once idle; refuse nothing later (a new pool starts)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 async def in_thread(
-    what: str, fn: Callable[[], _T], *, timeout_s: float, order: bool = False
+    what: str,
+    fn: Callable[[], _T],
+    *,
+    threads: SdkThreads,
+    timeout_s: float,
+    order: bool = False,
 ) -> _T:
-    """Run the SDK call ``fn`` in a thread with a deadline; raise the venue model's errors.
+    """Run the SDK call ``fn`` in one of ``threads`` with a deadline; raise the venue's errors.
 
     ``order``: the call places or changes an order, so a refusal is ``OrderRejected``.
     """
     try:
-        return await asyncio.wait_for(asyncio.to_thread(fn), timeout_s)
+        return await asyncio.wait_for(threads.run(fn), timeout_s)
     except TimeoutError as exc:
         raise BrokerUnavailable(f"{what}: no answer within {timeout_s:.0f} s") from exc
     except requests.RequestException as exc:
@@ -119,15 +174,20 @@ def shorten_gil_switch() -> None:
 class TradingRest:
     """The trading REST calls of one Alpaca account, awaited on the loop, run in threads."""
 
-    def __init__(self, client: TradingClient, *, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, client: TradingClient, threads: SdkThreads, *, timeout_s: float = 15.0
+    ) -> None:
         shorten_gil_switch()
         self._client = client
+        self._threads = threads
         self._timeout_s = timeout_s
         self._client_ids: dict[str, str] = {}  # order id -> client order id (never changes)
 
     async def call(self, what: str, fn: Callable[[], _T], *, order: bool = False) -> _T:
         """Run ``fn`` in a thread; raise the venue model's error for what went wrong."""
-        return await in_thread(what, fn, timeout_s=self._timeout_s, order=order)
+        return await in_thread(
+            what, fn, threads=self._threads, timeout_s=self._timeout_s, order=order
+        )
 
     # --- account and positions ---------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from brokers.alpaca import AlpacaBroker, AlpacaSettings, Credentials, MissingCredentials
+from brokers.alpaca.orders import SDK_THREADS, SdkThreads
 from brokers.base import (
     Bar,
     BrokerEvent,
@@ -470,3 +471,62 @@ async def test_a_slow_rest_call_runs_off_the_loop_thread_while_the_loop_ticks(
     assert threading.get_ident() not in threads, "the SDK call ran in a worker thread"
     assert ticks >= 20, f"the loop ticked {ticks} times in 300 ms"
     assert sys.getswitchinterval() <= 0.001, "the adapter bounds the loop's GIL waits"
+
+
+async def test_hung_sdk_calls_never_starve_the_rest_of_the_process(
+    trader: tuple[AlpacaBroker, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK has its own bounded pool: a venue that hangs holds only those threads."""
+    broker, _ = trader
+    client = broker._trading
+    release = threading.Event()
+    names: list[str] = []
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+
+    def hung_positions() -> Any:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+            names.append(threading.current_thread().name)
+        try:
+            release.wait(10)  # a venue that does not answer
+            return []
+        finally:
+            with lock:
+                inside -= 1
+
+    monkeypatch.setattr(client, "get_all_positions", hung_positions)
+    calls = [asyncio.create_task(broker.positions()) for _ in range(3 * SDK_THREADS)]
+    await asyncio.sleep(0.2)
+    try:
+        # Everything else that runs in a thread still does, at once.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 1.0) == "free"
+        assert most == SDK_THREADS, "the SDK runs at most its own threads at once"
+        assert all(n.startswith("alpaca-sdk") for n in names)
+    finally:
+        release.set()
+        results = await asyncio.gather(*calls)
+    assert results == [[]] * (3 * SDK_THREADS)  # none was lost: they queued for a thread
+
+
+async def test_closing_never_waits_for_a_hung_call_and_a_reconnect_gets_new_threads() -> None:
+    threads = SdkThreads(2, name="test-sdk")
+    release = threading.Event()
+    hung = asyncio.ensure_future(threads.run(lambda: release.wait(10)))
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    threads.close()
+    assert time.perf_counter() - started < 0.5, "close waited for a call in flight"
+    try:
+        assert await threads.run(threading.current_thread) is not threading.current_thread()
+    finally:
+        release.set()
+        assert await hung is True  # the call in flight still completes
+
+
+def test_sdk_threads_refuse_an_empty_pool() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        SdkThreads(0)
