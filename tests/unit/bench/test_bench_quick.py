@@ -63,6 +63,7 @@ def test_quick_run_writes_the_stable_results_shape(tmp_path: Path) -> None:
         "checkpoint_stall",
         "checkpoint_cost",
         "rest_loop_lag",
+        "rest_loop_lag_shared_cores",
     }
     for name in ("fill_durability_p50", "fill_durability_p99", "checkpoint_cost", "rest_loop_lag"):
         measured = results[name]

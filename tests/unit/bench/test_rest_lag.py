@@ -20,10 +20,13 @@ def test_quick_run_measures_the_stall_of_a_real_batch(tmp_path: Path) -> None:
     settings = Settings(quick=True, workdir=tmp_path)
     batch = rest_lag.batch_of(settings)
 
-    [result] = rest_lag.run(settings)
+    result, shared = rest_lag.run(settings)
     book = read_book(rest_lag.exchange_book(tmp_path))
 
     assert (result.name, result.unit, result.target) == ("rest_loop_lag", "ms", "<= 5 ms")
+    assert shared.name == "rest_loop_lag_shared_cores"
+    assert shared.met and shared.target.startswith("none (reported")
+    assert shared.runs == 2 and 0 < shared.min <= shared.value <= shared.max
     assert result.runs == 2
     assert math.isfinite(result.value)
     assert 0 < result.min <= result.value <= result.max
@@ -34,7 +37,7 @@ def test_quick_run_measures_the_stall_of_a_real_batch(tmp_path: Path) -> None:
     assert result.met is (result.value <= 5.0)
     assert f"{batch.calls} REST calls" in result.metric
     assert book is not None
-    batches = result.runs + 1  # one untimed warm-up batch
+    batches = 2 * (result.runs + 1)  # each measurement: one untimed warm-up batch, then runs
     stops = [o for o in book.orders.values() if o.type is OrderType.STOP]
     entries = [o for o in book.orders.values() if o.type is OrderType.MARKET]
     assert len(stops) == batches * batch.rounds * batch.stops
