@@ -3,11 +3,14 @@
 Bars are stored column-wise in one ``array('d')`` (ts, open, high, low, close,
 volume per slot), so a 240-bar buffer is one 11.5 KB buffer rather than 1,440
 Python floats. It serializes to bytes for snapshots without a per-bar object.
+An empty ring holds no buffer until its first bar: an actor's placeholder ring,
+replaced by the one its snapshot holds, costs no 11.5 KB of zeros.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import operator
 import struct
@@ -40,7 +43,7 @@ class BarRing:
             raise ValueError(f"bar buffer capacity must be positive, not {capacity}")
         self.symbol = symbol
         self.capacity = capacity
-        self._data = array("d", bytes(8 * _FIELDS * capacity))
+        self._data = array("d")  # allocated by the first append (see the module docstring)
         self._count = 0
         self._head = 0  # next slot to write
 
@@ -62,8 +65,11 @@ class BarRing:
             raise ValueError(f"bar of {bar.symbol} appended to the buffer of {self.symbol}")
         d = self._data
         head, count = self._head, self._count
-        if count and ts <= d[((head - 1) % self.capacity) * _FIELDS]:
-            return False
+        if count:
+            if ts <= d[((head - 1) % self.capacity) * _FIELDS]:
+                return False
+        elif not d:
+            d = self._data = array("d", bytes(_SLOT_BYTES * self.capacity))
         open_, high, low, close, volume = bar.open, bar.high, bar.low, bar.close, bar.volume
         if not plausible(open_, high, low, close, volume):
             return False
@@ -141,18 +147,19 @@ class BarRing:
         """Forget bars older than ``ts`` (stale after a long downtime)."""
         if not self._count:
             return
-        stale = bisect.bisect_left(self._column(0), ts.timestamp())
-        if not stale:
-            return
+        cutoff = ts.timestamp()
+        if self._data[self._slot(self._count - 1)] >= cutoff:
+            return  # the oldest bar is recent enough: nothing is stale
+        stale = bisect.bisect_left(self._column(0), cutoff)
         # The bars kept are valid and ascending already: move them, don't re-append.
-        count, head, width = self._count, self._head, _FIELDS
-        ordered = self._data if count < self.capacity else self._data[head * width :]
-        if count == self.capacity:
-            ordered += self._data[: head * width]
-        data = array("d", bytes(8 * width * self.capacity))
+        count, head, width, data = self._count, self._head, _FIELDS, self._data
+        if count < self.capacity or not head:  # oldest first from slot 0
+            kept = data[stale * width : count * width]
+        else:  # full and wrapped: oldest first from slot ``head``
+            kept = (data[head * width :] + data[: head * width])[stale * width :]
         keep = count - stale
-        data[: keep * width] = ordered[stale * width : count * width]
-        self._data, self._count, self._head = data, keep, keep % self.capacity
+        kept.frombytes(bytes(_SLOT_BYTES * (self.capacity - keep)))
+        self._data, self._count, self._head = kept, keep, keep % self.capacity
 
     def _check(self) -> None:
         """Raise ``ValueError`` unless the held bars are plausible and strictly ascending."""
@@ -160,12 +167,22 @@ class BarRing:
         # symbol. The rules are ``plausible``'s; the sign-and-exponent bytes
         # vouch for "finite, prices > 0, volumes >= 0" of a usual buffer at C
         # speed, and anything they cannot vouch for is checked value by value.
-        if not self._count:
+        # Once they vouch, the order checks compare bit patterns (see _lanes_above).
+        count = self._count
+        if not count:
             return
-        ts, high, low = self._column(0), self._column(2), self._column(3)
-        if not (self._signs_plausible() or self._values_plausible()):
+        ts = self._column(0)
+        if self._signs_plausible():
+            held = self._data[: count * _FIELDS]  # the held slots, in slot order
+            ordered = _lanes_ascend(ts.tobytes()) and _lanes_above(
+                held[2::_FIELDS].tobytes(), held[3::_FIELDS].tobytes()
+            )
+        elif self._values_plausible():
+            high, low = self._column(2), self._column(3)
+            ordered = all(map(operator.lt, ts, ts[1:])) and all(map(operator.ge, high, low))
+        else:
             raise ValueError("malformed bar buffer blob: implausible bar")
-        if not (all(map(operator.lt, ts, ts[1:])) and all(map(operator.ge, high, low))):
+        if not ordered:
             raise ValueError("malformed bar buffer blob: implausible or unordered bar")
         try:
             datetime.fromtimestamp(ts[-1], UTC)
@@ -206,22 +223,28 @@ class BarRing:
         return column[self._head :] + column[: self._head]
 
     def to_bytes(self) -> bytes:
-        return _HEADER.pack(self.capacity, self._count, self._head) + self._data.tobytes()
+        header = _HEADER.pack(self.capacity, self._count, self._head)
+        if not self._data:  # never held a bar: the buffer would be all zeros
+            return header + bytes(_SLOT_BYTES * self.capacity)
+        return header + self._data.tobytes()
 
     @classmethod
-    def from_bytes(cls, symbol: str, blob: bytes, capacity: int | None = None) -> BarRing:
-        """Rebuild a ring; raise ``ValueError`` on a malformed blob."""
+    def from_bytes(
+        cls, symbol: str, blob: bytes | memoryview, capacity: int | None = None
+    ) -> BarRing:
+        """Rebuild a ring from ``to_bytes()``'s bytes; raise ``ValueError`` on a malformed blob."""
         if len(blob) < _HEADER.size:
             raise ValueError("bar buffer blob too short")
         cap, count, head = _HEADER.unpack_from(blob)
-        body = blob[_HEADER.size :]
-        if cap <= 0 or count > cap or head >= cap or len(body) != 8 * _FIELDS * cap:
+        if cap <= 0 or count > cap or head >= cap or len(blob) - _HEADER.size != _SLOT_BYTES * cap:
             raise ValueError("malformed bar buffer blob")
         if count < cap and head != count:
             raise ValueError("malformed bar buffer blob: a partly filled ring starts at slot 0")
-        ring = cls(symbol, cap)
+        ring = cls.__new__(cls)  # not __init__: its zeroed buffer would be thrown away
+        ring.symbol = symbol
+        ring.capacity = cap
         ring._data = array("d")
-        ring._data.frombytes(body)
+        ring._data.frombytes(memoryview(blob)[_HEADER.size :])
         ring._count = count
         ring._head = head
         ring._check()
@@ -231,6 +254,49 @@ class BarRing:
                 resized.append(bar)
             return resized
         return ring
+
+
+def _lanes_ascend(lanes: bytes) -> bool:
+    """Return whether each 8-byte lane of ``lanes`` is above the one before it.
+
+    See ``_lanes_above``: here the lower lanes are the same number shifted by one lane.
+    """
+    n = len(lanes) // 8 - 1
+    if n <= 0:
+        return True
+    bits = int.from_bytes(lanes, "little")
+    guard, ones, every = _lanes(n)
+    return ((bits >> 64 | guard) - (bits & every) - ones) & guard == guard
+
+
+def _lanes_above(upper: bytes, lower: bytes) -> bool:
+    """Return whether each 8-byte lane of ``upper`` is at least the same lane of ``lower``.
+
+    Lanes are little-endian doubles, each finite and >= +0.0 (``_signs_plausible``
+    vouched for them). For those, numeric order is the order of their bit
+    patterns read as unsigned integers, and the top bit is clear. So one
+    big-integer subtraction compares every pair at once: with the top bit of
+    each lane of ``upper`` set (``guard``), ``(upper | guard) - lower`` keeps a
+    lane's guard bit, and borrows nothing from the next lane, exactly where that
+    lane of ``upper`` is >= the one of ``lower`` (subtract one more per lane: >).
+    """
+    n = len(upper) // 8
+    if not n:
+        return True
+    guard, _, _ = _lanes(n)
+    return (
+        (int.from_bytes(upper, "little") | guard) - int.from_bytes(lower, "little")
+    ) & guard == guard
+
+
+@functools.lru_cache(maxsize=64)
+def _lanes(n: int) -> tuple[int, int, int]:
+    """Return, for ``n`` 64-bit lanes: the top bit of each, a one in each, every bit."""
+    return (
+        int.from_bytes(b"\x00\x00\x00\x00\x00\x00\x00\x80" * n, "little"),
+        int.from_bytes(b"\x01\x00\x00\x00\x00\x00\x00\x00" * n, "little"),
+        (1 << 64 * n) - 1,
+    )
 
 
 def plausible(open_: float, high: float, low: float, close: float, volume: float) -> bool:

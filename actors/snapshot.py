@@ -19,8 +19,15 @@ class _Snapshot(msgspec.Struct, frozen=True):
     bars: bytes
 
 
+class _Loaded(msgspec.Struct, frozen=True):
+    """``_Snapshot`` as decoded: the bars a view into the blob, copied once, by the ring."""
+
+    state: PositionState
+    bars: memoryview
+
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Snapshot)
+_decoder = msgspec.msgpack.Decoder(_Loaded)
 
 
 def encode_snapshot(state: PositionState, bars: BarRing) -> bytes:
