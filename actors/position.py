@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import msgspec
 
@@ -137,8 +137,9 @@ class PositionActor(Actor[PositionMsg]):
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _fresh(self) -> PositionState:
-        today = self.ctx.calendar.trading_day(self.ctx.clock.now())
+    def _fresh(self, today: date | None = None) -> PositionState:
+        if today is None:
+            today = self.ctx.calendar.trading_day(self.ctx.clock.now())
         return PositionState(account=self.ctx.account, symbol=self.symbol, trading_day=today)
 
     async def on_start(self) -> None:
@@ -146,21 +147,32 @@ class PositionActor(Actor[PositionMsg]):
         row = self._snapshot if self._first_start else await self._reload()
         self._first_start = False
         self._snapshot = None
-        self.state, self.bars = self._fresh(), BarRing(self.symbol, self.ctx.bar_capacity)
+        loaded: tuple[PositionState, BarRing] | None = None
         if row is not None:
             try:
-                self.state, self.bars = decode_snapshot(
+                loaded = decode_snapshot(
                     row.blob, row.schema_version, self.symbol, self.ctx.bar_capacity
                 )
-                self.checkpointed_at = row.taken_at
-                self._loaded_mark = _mark(self.state, self.bars, self.ctx.calendar)
             except SnapshotError as exc:
+                self.state, self.bars = self._fresh(), BarRing(self.symbol, self.ctx.bar_capacity)
                 await self.ctx.store.quarantine_snapshot(self.symbol, str(exc))
                 self._alert("store", Severity.CRITICAL, f"{exc}; quarantined, starting from broker")
+            else:
+                self.checkpointed_at = row.taken_at
+                self._loaded_mark = _mark(*loaded, self.ctx.calendar)
+        # One market time for the whole start: the day the state rolls to and the
+        # age of the bars kept are read from it.
         now = self.ctx.clock.now()
-        self.state = model.roll_day(self.state, self.ctx.calendar.trading_day(now))
-        span = timedelta(seconds=self.ctx.bar_seconds * self.ctx.bar_capacity)
-        if len(self.bars) and self.bars.last_time() is not None:
+        today = self.ctx.calendar.trading_day(now)
+        if loaded is not None:
+            state, self.bars = loaded
+        elif row is None:
+            state, self.bars = self._fresh(today), BarRing(self.symbol, self.ctx.bar_capacity)
+        else:  # quarantined: the fresh state set above
+            state = self.state
+        self.state = model.roll_day(state, today)
+        if len(self.bars):
+            span = timedelta(seconds=self.ctx.bar_seconds * self.ctx.bar_capacity)
             self.bars.drop_before(now - span)
         if restart and self.ctx.restarted is not None:
             # Back from a crash with the checkpoint's state: nothing new is sent
@@ -176,8 +188,11 @@ class PositionActor(Actor[PositionMsg]):
         day roll) and moves on with the bars and fills seen since. None for an
         actor that has seen nothing.
         """
-        marks = [self._loaded_mark, self.bars.last_time(), _last_fill_at(self.state)]
-        return max((m for m in marks if m is not None), default=None)
+        mark = self._loaded_mark
+        for seen in (self.bars.last_time(), _last_fill_at(self.state)):
+            if seen is not None and (mark is None or seen > mark):
+                mark = seen
+        return mark
 
     def knows_order(self, client_order_id: str) -> bool:
         """Return whether ``client_order_id`` is an intent or the stop of this actor."""
