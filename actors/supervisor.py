@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -463,6 +464,9 @@ async def _ask_all(
 
 
 def _same(a: list[BrokerPosition] | list[Order], b: list[BrokerPosition] | list[Order]) -> bool:
+    """Return whether two reads hold the same items, in any order."""
+    if len(a) == len(b) and all(map(operator.is_, a, b)):
+        return True  # the very same objects (a venue that hands out what it holds)
     key = msgspec.json.encode
     return sorted(map(key, a)) == sorted(map(key, b))
 

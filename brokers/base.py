@@ -72,7 +72,10 @@ class OrderStatus(enum.StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+        return self in _OPEN_STATUSES
+
+
+_OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)  # looked up once, not per call
 
 
 def signed(side: Side, qty: float) -> float:

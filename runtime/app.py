@@ -207,10 +207,21 @@ class App:
                     restarted=self._restarted,
                 )
 
+                # Strategies are pure (state in, actions out): symbols with the same
+                # pivots share one, instead of one per symbol.
+                strategies: dict[tuple[bool, float | None, float | None], Strategy] = {}
+
                 def make(symbol: str, row: SnapshotRow | None = None) -> PositionActor:
-                    return PositionActor(
-                        symbol, ctx, row, strategy=strategy_for(cfg, watch.get(symbol))
+                    item = watch.get(symbol)
+                    key = (
+                        (False, None, None)
+                        if item is None
+                        else (True, item.resistance, item.support)
                     )
+                    strategy = strategies.get(key)
+                    if strategy is None:
+                        strategy = strategies[key] = strategy_for(cfg, item)
+                    return PositionActor(symbol, ctx, row, strategy=strategy)
 
                 async def spawn(symbol: str) -> PositionActor:
                     existing = self.actors.get(symbol)
@@ -223,8 +234,9 @@ class App:
 
                 loaded = await store.load_snapshots()
                 rows = {r.symbol: r for r in loaded.rows}
+                del loaded  # each actor drops its row once started: no copy of the book stays
                 await self._start_actors(
-                    sup, [make(s, rows.get(s)) for s in sorted(set(watch) | set(rows))]
+                    sup, [make(s, rows.pop(s, None)) for s in sorted(set(watch) | set(rows))]
                 )
 
                 async def truth() -> tuple[list[BrokerPosition], list[Order]]:

@@ -58,6 +58,7 @@ from runtime.clock import TradingCalendar, utc
 __all__ = ["SimBroker"]
 
 log = logging.getLogger(__name__)
+_CAPABILITIES = Capabilities()  # all of them (frozen: one instance serves every call)
 
 _HISTORY_LIMIT = 100_000
 
@@ -180,7 +181,7 @@ class SimBroker:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities()
+        return _CAPABILITIES
 
     @property
     def account_id(self) -> str:
