@@ -46,6 +46,7 @@ from runtime.alerts import Alert, AlertSink, Severity, log_alert
 from runtime.clock import Clock, FunctionClock, RealClock
 from runtime.config import Config, WatchItem
 from runtime.failpoint import failpoint
+from runtime.heap import BootHeap
 from runtime.runstate import RunState, write_run_state
 from runtime.supervision import Supervisor
 from runtime.venues import calendar_of, make_broker
@@ -180,6 +181,7 @@ class App:
         if not once:
             self._write_state(broker, "starting")
         watch = {w.symbol: w for w in cfg.watchlist}
+        heap = BootHeap()  # the collector, paused while the book loads (see runtime.heap)
         try:
             async with Supervisor(
                 clock=self.wall,
@@ -232,6 +234,7 @@ class App:
                     self.actors[symbol] = actor
                     return actor
 
+                heap.pause()
                 loaded = await store.load_snapshots()
                 rows = {r.symbol: r for r in loaded.rows}
                 del loaded  # each actor drops its row once started: no copy of the book stays
@@ -272,6 +275,7 @@ class App:
                 else:
                     self._set_degraded(True, "broker unreachable at boot")
                     self._start_reconnect(broker)
+                heap.settle()
                 self._write_state(broker, "degraded" if self.degraded else "running")
                 sup.spawn(self._route(broker, spawn, supervisor), name="router")
                 sup.spawn(self._checkpoints(store, clock), name="checkpoints")
@@ -284,6 +288,7 @@ class App:
                 if stragglers:
                     _log.warning("stragglers at shutdown: %s", ", ".join(stragglers))
         finally:
+            heap.release()
             with contextlib.suppress(Exception):
                 await broker.close()
             if not self.read_only:
