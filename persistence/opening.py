@@ -23,7 +23,7 @@ import aiosqlite
 from persistence import files, schema
 from persistence.protocol import StoreError
 
-__all__ = ["connect_writer", "open_reader", "open_writer"]
+__all__ = ["open_reader", "open_writer"]
 
 _log = logging.getLogger(__name__)
 
@@ -80,32 +80,10 @@ async def _use_wal(conn: aiosqlite.Connection, path: Path) -> None:
     if mode != "wal":
         raise StoreError(f"store {path}: cannot switch to WAL (journal_mode is {mode})")
     await conn.execute("PRAGMA synchronous = FULL")
-
-
-def connect_writer(path: Path) -> sqlite3.Connection:
-    """Open the write connection to the store at ``path``, prepared by ``open_writer``.
-
-    Autocommit mode (the writer issues ``BEGIN IMMEDIATE``/``COMMIT``), usable
-    from any one thread at a time. WAL is the file's mode already; this sets
-    what belongs to the connection: ``synchronous=FULL``, the busy timeout,
-    the WAL size limit, and no automatic checkpoint (the writer thread runs
-    one between commits, never inside one). Raise ``StoreError`` when the file
-    is not in WAL mode, ``sqlite3.Error`` when it cannot be opened.
-    """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        ((mode,),) = conn.execute("PRAGMA journal_mode").fetchall()
-        if str(mode).lower() != "wal":
-            raise StoreError(f"store {path}: journal_mode is {mode}, not wal")
-        conn.execute("PRAGMA synchronous = FULL")
-        # After a burst (a 10,000-actor checkpoint) the WAL is truncated back to this size.
-        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    # The writer checkpoints between commits, never inside one (writer.py).
+    await conn.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
+    # After a burst (a 10,000-actor checkpoint) the WAL is truncated back to this size.
+    await conn.execute_fetchall(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
 
 
 async def _open_once(
@@ -138,10 +116,7 @@ async def open_writer(
     now: Callable[[], datetime],
     findings: list[str],
 ) -> aiosqlite.Connection:
-    """Open, check and prepare ``path``; return the connection that prepared it.
-
-    The writer then opens its own (``connect_writer``) on its thread; this one
-    is closed once that is open.
+    """Open, check and prepare ``path``; return the write connection (autocommit mode).
 
     A corrupt file is moved aside and replaced by a fresh store; the finding
     is appended to ``findings`` and logged CRITICAL. Raise ``StoreError`` when

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from persistence.codec import (
     encode_time,
     quarantine_batch,
 )
-from persistence.opening import close_quietly, connect_writer, open_reader, open_writer
+from persistence.opening import close_quietly, open_reader, open_writer
 from persistence.protocol import (
     ClosedTradeRow,
     CommitResult,
@@ -105,32 +104,25 @@ async def open_store(
     clock = now or _wall_clock
     path = await asyncio.to_thread(Path(path).absolute)
     findings: list[str] = []
-    preparer = await open_writer(
+    writer = await open_writer(
         path, account_id=account_id, force_account=force_account, now=clock, findings=findings
     )
     try:
         reader = await open_reader(path)
     except BaseException:
-        await close_quietly(preparer)
+        await close_quietly(writer)
         raise
     store = SqliteStore(
         path=path,
         account_id=account_id,
+        writer=writer,
         reader=reader,
         backups_keep=backups_keep,
         now=clock,
         open_findings=findings,
         before_commit=before_commit,
     )
-    try:
-        await store._writer.start()
-    except BaseException:
-        await close_quietly(reader)
-        raise
-    finally:
-        # Closed after the writer's own connection opened: never the last one, so it
-        # does not checkpoint (the writer's does, at close).
-        await close_quietly(preparer)
+    store._writer.start()
     return store
 
 
@@ -147,6 +139,7 @@ class SqliteStore:
         *,
         path: Path,
         account_id: str,
+        writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
         backups_keep: int,
         now: Callable[[], datetime],
@@ -155,10 +148,9 @@ class SqliteStore:
     ) -> None:
         self._path = path
         self._account_id = account_id
+        self._write_conn = writer
         self._reader = reader
-        self._writer = GroupCommitWriter(
-            functools.partial(connect_writer, path), path=path, before_commit=before_commit
-        )
+        self._writer = GroupCommitWriter(writer, path=path, before_commit=before_commit)
         self._backups_keep = backups_keep
         self._now = now
         self._state = _Lifecycle.OPEN
@@ -375,11 +367,12 @@ class SqliteStore:
             return
         self._state = _Lifecycle.CLOSING
         try:
-            # The reader closes before the writer's connection: the last connection to
-            # close checkpoints the WAL and removes it, and a read-only one cannot.
-            await self._writer.stop(before_close=functools.partial(close_quietly, self._reader))
+            await self._writer.stop()
         finally:
-            await close_quietly(self._reader)  # no-op when closed; closes it if stop failed
+            # Reader first: the last connection to close checkpoints and removes the
+            # WAL, and only the writer may.
+            await close_quietly(self._reader)
+            await close_quietly(self._write_conn)
             self._state = _Lifecycle.CLOSED
             self._closed.set()
             _log.info("store %s closed", self._path)

@@ -8,27 +8,25 @@ Why it is built this way:
   So ``submit`` queues a batch with a future, and the writer drains *every*
   pending batch into one transaction, commits once, then answers every waiter:
   N concurrent commits pay for one fsync.
-* The writer is a thread of its own holding a plain ``sqlite3`` connection,
-  fed by a ``queue.SimpleQueue``: a commit is one hand-off to the thread and
-  one ``call_soon_threadsafe`` back per group, nothing else. No task sits in
-  between and no statement makes its own round trip: each extra loop turn or
-  hop waits for the GIL behind a busy loop, and that wait is the fill's
-  latency. The thread blocks in C (queue, fsync) with the GIL released.
 * A waiter is answered only after ``COMMIT`` returned: a fill acknowledged is a
   fill on disk. When the transaction fails it is rolled back and every waiter
   in it gets ``StoreWriteError``, so nothing of any of its batches is visible.
+* Batches arrive encoded (``codec.encode_batch`` runs in the caller), so a
+  malformed write fails its own commit and cannot poison a group.
+* A group's whole transaction (BEGIN IMMEDIATE, every statement, COMMIT) runs
+  as one call on the connection's thread: one hop instead of one per
+  statement, each of which would wait for the GIL behind a busy loop.
 * A WAL checkpoint never delays the commit that crosses its threshold.
   SQLite's automatic checkpoint runs inside that ``COMMIT``: its waiters (and
   every fill queued behind them) wait for a copy of ~1,000 pages and an fsync
-  of the database file. Here ``wal_autocheckpoint`` is off and the writer
-  thread runs a ``PASSIVE`` checkpoint itself once ~1,000 pages were written,
-  *after* answering the group and only when nothing is queued; under a load
-  that never pauses it runs at ~4,000 pages regardless, so the WAL stays
-  bounded. A checkpoint on another connection, beside the writer, was tried:
-  it never catches up with a steady writer, so the WAL is never restarted and
-  every commit grows the file (and an fsync that extends a file costs more).
-* Batches arrive encoded (``codec.encode_batch`` runs in the caller), so a
-  malformed write fails its own commit and cannot poison a group.
+  of the database file, 3-5 ms here. So ``wal_autocheckpoint`` is off on the
+  write connection (``opening``) and the writer runs a ``PASSIVE`` checkpoint
+  itself once ~1,000 pages were written, *after* answering the group and only
+  when nothing is queued; under a load that never pauses it runs one at ~4,000
+  pages regardless, so the WAL stays bounded. (A checkpoint on a connection of
+  its own, beside the writer, was tried: it never catches up with a steady
+  writer, so the WAL never restarts and every commit extends the file, which
+  made each fsync dearer than the stalls it saved.)
 * Statements run in the order the commits were made; only consecutive runs of
   the same statement are sent together (``executemany``). A quarantine followed
   by a fresh snapshot of the same symbol means what it says. Duplicate
@@ -39,10 +37,9 @@ Why it is built this way:
   next group tries again, so the store heals when space returns (``healthy``
   says which way the last commit went). Anything else (a bug, a closed
   connection) stops it, and then every pending and every later commit fails
-  with ``StoreWriteError``: nobody waits on a writer that is gone (the dead
-  thread keeps answering its queue with that error until it is stopped).
-* The thread is owned by the store: started by ``open_store``, stopped by
-  ``close()`` through a sentinel queued behind what is pending, so close
+  with ``StoreWriteError``: nobody waits on a writer that is gone.
+* The writer is a task owned by the store: started by ``open_store``, stopped
+  by ``close()`` through a sentinel queued behind what is pending, so close
   drains before it returns.
 """
 
@@ -51,21 +48,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar, cast
+
+import aiosqlite
 
 from persistence.codec import INSERT_EXECUTION, EncodedBatch, Params
-from persistence.protocol import StoreError, StoreWriteError
+from persistence.protocol import StoreWriteError
 
 __all__ = ["GroupCommitWriter"]
 
 _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
 
 _PAGE = 4096
 _CHECKPOINT_PAGES = 1_000  # SQLite's own automatic-checkpoint threshold, when idle
@@ -81,42 +79,15 @@ class _Pending:
 
 
 class _Call:
-    """Run ``work(connection)`` on the writer thread, in order with the commits."""
+    """Run ``work(connection)`` on the connection's thread, in order with the commits."""
 
     __slots__ = ("future", "work")
 
-    def __init__(self, work: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any]):
+    def __init__(
+        self, work: Callable[[sqlite3.Connection], object], future: asyncio.Future[object]
+    ) -> None:
         self.work = work
         self.future = future
-
-
-_STOP = object()
-_Item = _Pending | _Call | object
-
-
-def _is_bug(exc: BaseException) -> bool:
-    """Tell a bug or a vanished connection (stop the writer) from a failed transaction."""
-    return not isinstance(exc, sqlite3.Error) or isinstance(
-        exc, sqlite3.ProgrammingError | sqlite3.InterfaceError
-    )
-
-
-def _fail(pending: _Pending, message: str, cause: BaseException | None) -> None:
-    if pending.future.done():
-        return
-    error = StoreWriteError(message)  # one instance per waiter: tracebacks must not pile up
-    error.__cause__ = cause
-    pending.future.set_exception(error)
-
-
-def _settle(future: asyncio.Future[_T], result: _T) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _settle_error(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 def _pages(batch: EncodedBatch) -> int:
@@ -130,40 +101,42 @@ def _pages(batch: EncodedBatch) -> int:
     return size // _PAGE
 
 
-class GroupCommitWriter:
-    """Own the store's write connection; commit queued batches in groups.
+def _fail(pending: _Pending, message: str, cause: BaseException | None) -> None:
+    if pending.future.done():
+        return
+    error = StoreWriteError(message)  # one instance per waiter: tracebacks must not pile up
+    error.__cause__ = cause
+    pending.future.set_exception(error)
 
-    ``connect()`` opens the connection (``opening.connect_writer``, with the
-    automatic checkpoint off); it is called on the writer thread. Start with
-    ``await start()``, stop with ``await stop()``.
+
+class GroupCommitWriter:
+    """Own ``conn``; commit queued batches in groups, one transaction per group.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``); the writer
+    issues ``BEGIN IMMEDIATE`` / ``COMMIT`` itself. Nothing else may use it
+    while the writer runs.
     """
 
     def __init__(
         self,
-        connect: Callable[[], sqlite3.Connection],
+        conn: aiosqlite.Connection,
         *,
         path: Path,
         max_pending: int = 10_000,
         before_commit: Callable[[], None] | None = None,
     ) -> None:
-        self._connect = connect
+        self._conn = conn
         self._before_commit = before_commit
         self._path = path
-        self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._room = asyncio.Semaphore(max_pending)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._unchecked_pages = 0  # written since the last checkpoint (writer thread only)
-        self._checkpoints = 0
-        self._checkpoint_failing = 0
-        self._done: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
-        self._close_now = threading.Event()
-        self._stopping = False
+        self._queue: asyncio.Queue[_Pending | _Call | None] = asyncio.Queue(max_pending)
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._failure: BaseException | None = None
         self._transactions = 0
-        self._pending = 0
         self._healthy = True
+        self._unchecked_pages = 0  # written since the last WAL checkpoint
+        self._checkpoints = 0
+        self._checkpoint_failing = False
 
     @property
     def transactions(self) -> int:
@@ -176,246 +149,178 @@ class GroupCommitWriter:
         return self._healthy and self._failure is None
 
     @property
-    def pending(self) -> int:
-        """Return how many batches wait for (or are in) the next transaction."""
-        return self._pending
-
-    @property
     def checkpoints(self) -> int:
         """Return how many WAL checkpoints the writer has run."""
         return self._checkpoints
 
-    async def start(self) -> None:
-        """Open the connection on the writer thread and start it; raise ``StoreError`` if not."""
-        if self._thread is not None:
+    @property
+    def pending(self) -> int:
+        """Return how many batches wait for the next transaction."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the writer task; the caller owns it through ``stop()``."""
+        if self._task is not None:
             raise RuntimeError("writer already started")
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        ready: asyncio.Future[None] = loop.create_future()
-        done: asyncio.Future[None] = loop.create_future()
-        drained: asyncio.Future[None] = loop.create_future()
-        self._done, self._drained = done, drained
-        self._thread = threading.Thread(
-            target=self._serve,
-            args=(ready, drained, done),
-            name=f"store-writer {self._path.name}",
-            daemon=True,
-        )
-        self._thread.start()
-        await ready
+        self._task = asyncio.create_task(self._run(), name=f"store-writer {self._path.name}")
 
     async def submit(self, batch: EncodedBatch) -> frozenset[str]:
         """Commit ``batch`` with whatever else is pending; return its duplicate exec ids.
 
-        Await while ``max_pending`` batches wait. Raise ``StoreWriteError`` when
-        the transaction fails or the writer is gone. Once queued, a batch is
+        Await while the queue is full. Raise ``StoreWriteError`` when the
+        transaction fails or the writer is gone. Once queued, a batch is
         committed even if the caller is cancelled.
         """
         self._raise_if_gone()
-        await self._room.acquire()
-        try:
-            # The writer may have stopped while we waited for room.
-            self._raise_if_gone()
-        except BaseException:
-            self._room.release()
-            raise
-        future: asyncio.Future[frozenset[str]] = self._running_loop().create_future()
-        self._pending += 1
-        self._inbox.put(_Pending(batch, future))
+        future: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(batch, future))
+        # The writer may have stopped while we waited for room; then nobody reads the queue.
+        self._raise_if_gone()
         return await future
 
     async def call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work(connection)`` on the writer thread after what is queued; return its result.
+        """Run ``work(connection)`` on the write connection after what is queued; return it.
 
         For what only the write connection may do (tests that play a full disk).
         """
         self._raise_if_gone()
-        future: asyncio.Future[_T] = self._running_loop().create_future()
-        self._inbox.put(_Call(work, future))
-        return await future
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Call(work, future))
+        self._raise_if_gone()
+        return cast(_T, await future)
 
-    async def stop(self, before_close: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Commit everything queued so far, then stop the writer thread and wait for it.
-
-        ``before_close`` runs once everything is committed, before the writer
-        closes its connection: the last
-        connection to close checkpoints the WAL into the file and removes it,
-        and that must be the writer's (the store's reader is read-only).
-        """
-        if self._thread is None or self._done is None or self._drained is None:
+    async def stop(self) -> None:
+        """Commit everything queued so far, then stop the writer task and wait for it."""
+        if self._task is None:
             return
-        if not self._stopping:
-            self._stopping = True
-            self._inbox.put(_STOP)
-        try:
-            await asyncio.shield(self._drained)
-            if before_close is not None:
-                await before_close()
-        finally:
-            self._close_now.set()
-            await asyncio.shield(self._done)
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            raise RuntimeError("writer not started")
-        return self._loop
+        if not self._stopped:
+            await self._queue.put(None)
+        await self._task
 
     def _raise_if_gone(self) -> None:
         if self._failure is not None:
             raise StoreWriteError(
                 f"store {self._path} writer died ({self._failure!r}); nothing more can be stored"
             ) from self._failure
-        if self._stopping or self._thread is None:
+        if self._stopped:
             raise StoreWriteError(f"store {self._path} writer has stopped")
 
-    # -- the writer thread ---------------------------------------------------------
-
-    def _post(self, callback: Callable[..., None], *args: Any) -> bool:
-        """Hand ``callback(*args)`` to the loop; False when the loop is gone."""
+    async def _run(self) -> None:
         try:
-            self._running_loop().call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # loop closed without stopping the store: nobody is waiting
-            return False
-        return True
-
-    def _serve(
-        self, ready: asyncio.Future[None], drained: asyncio.Future[None], done: asyncio.Future[None]
-    ) -> None:
-        try:
-            conn = self._connect()
-        except BaseException as exc:
-            error = StoreError(f"cannot open store {self._path} for writing: {exc}")
-            error.__cause__ = exc
-            self._post(_settle_error, ready, error)
-            self._post(_settle, drained, None)
-            self._post(_settle, done, None)
-            return
-        self._post(_settle, ready, None)
-        dead: BaseException | None = None
-        try:
-            while True:
-                items = [self._inbox.get()]
+            stopping = False
+            while not stopping:
+                group: list[_Pending] = []
+                item = await self._queue.get()
                 while True:
-                    try:
-                        items.append(self._inbox.get_nowait())
-                    except queue.Empty:
+                    if item is None:
+                        stopping = True
                         break
-                at = 0
-                while at < len(items):
-                    item = items[at]
-                    if item is _STOP:
-                        rest = [p for p in items[at + 1 :] if isinstance(p, _Pending)]
-                        if rest:
-                            self._post(self._gone, rest, "stopped", dead)
-                        if self._post(_settle, drained, None):
-                            self._close_now.wait()
-                        return
                     if isinstance(item, _Call):
-                        at += 1
-                        self._run_call(conn, item, dead)
-                        continue
-                    end = at
-                    while end < len(items) and isinstance(items[end], _Pending):
-                        end += 1
-                    group = [p for p in items[at:end] if isinstance(p, _Pending)]
-                    at = end
-                    if dead is not None:
-                        self._post(self._gone, group, "died", dead)
-                        continue
-                    dead = self._commit(conn, group)
-                    if dead is None:
-                        self._maybe_checkpoint(conn, busy=True)
-                if dead is None and self._inbox.empty():
-                    self._maybe_checkpoint(conn, busy=False)
+                        if group:
+                            await self._commit(group)
+                            await self._maybe_checkpoint(busy=True)
+                            group = []
+                        await self._call(item)
+                    else:
+                        group.append(item)
+                    try:
+                        item = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                if group:
+                    await self._commit(group)
+                await self._maybe_checkpoint(busy=not self._queue.empty())
+        except asyncio.CancelledError:
+            self._failure = asyncio.CancelledError("store writer cancelled")
+            raise
+        except Exception as exc:
+            self._failure = exc
+            _log.critical("store %s writer died; commits will fail", self._path, exc_info=True)
         finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-            self._post(_settle, drained, None)  # already settled unless the thread failed
-            self._post(_settle, done, None)
+            self._stopped = True
+            while not self._queue.empty():
+                pending = self._queue.get_nowait()
+                if isinstance(pending, _Pending):
+                    _fail(pending, f"store {self._path} writer stopped", self._failure)
+                elif isinstance(pending, _Call) and not pending.future.done():
+                    pending.future.set_exception(
+                        StoreWriteError(f"store {self._path} writer stopped")
+                    )
 
-    def _run_call(self, conn: sqlite3.Connection, item: _Call, dead: BaseException | None) -> None:
-        if dead is not None:
-            self._post(_settle_error, item.future, StoreWriteError(f"writer died ({dead!r})"))
-            return
+    async def _call(self, item: _Call) -> None:
         try:
-            result = item.work(conn)
-        except BaseException as exc:
-            self._post(_settle_error, item.future, exc)
+            result = await _on_connection_thread(self._conn, item.work)
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
         else:
-            self._post(_settle, item.future, result)
+            if not item.future.done():
+                item.future.set_result(result)
 
-    def _commit(self, conn: sqlite3.Connection, group: list[_Pending]) -> BaseException | None:
-        """Commit ``group`` in one transaction; return the exception when the writer must die."""
-        batches = [pending.batch for pending in group]
-        try:
-            duplicates = _transact(conn, batches, self._before_commit)
-        except BaseException as exc:
-            self._post(self._failed, group, exc)
-            return exc if _is_bug(exc) else None
-        self._post(self._committed, group, duplicates)
-        self._unchecked_pages += sum(_pages(b) for b in batches)
-        return None
-
-    def _maybe_checkpoint(self, conn: sqlite3.Connection, *, busy: bool) -> None:
+    async def _maybe_checkpoint(self, *, busy: bool) -> None:
         """Checkpoint the WAL after ~1,000 pages when nothing waits, ~4,000 when ``busy``.
 
-        The group that crossed the threshold has been answered already. A failed
-        checkpoint (disk full) is logged and tried again after the next commit;
-        it loses nothing, the WAL still holds every committed page.
+        Runs after the groups were answered. A failed checkpoint (disk full) is
+        logged once per failing streak and tried again after the next commit;
+        it loses nothing: the WAL still holds every committed page.
         """
-        pages = self._unchecked_pages
-        if pages < (_CHECKPOINT_PAGES_BUSY if busy else _CHECKPOINT_PAGES):
+        if self._unchecked_pages < (_CHECKPOINT_PAGES_BUSY if busy else _CHECKPOINT_PAGES):
             return
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            await _on_connection_thread(self._conn, _checkpoint)
         except sqlite3.Error as exc:
-            if self._checkpoint_failing < 1:  # once per failing streak: do not flood the log
+            if not self._checkpoint_failing:
                 _log.error("store %s: WAL checkpoint failed: %s", self._path, exc)
-            self._checkpoint_failing += 1
+                self._checkpoint_failing = True
             return
         if self._checkpoint_failing:
             _log.warning("store %s: WAL checkpoints succeed again", self._path)
-            self._checkpoint_failing = 0
+            self._checkpoint_failing = False
         self._unchecked_pages = 0
         self._checkpoints += 1
 
-    # -- back on the loop ------------------------------------------------------------
-
-    def _settled(self, group: list[_Pending]) -> None:
-        self._pending -= len(group)
-        for _ in group:
-            self._room.release()
-
-    def _committed(self, group: list[_Pending], duplicates: list[frozenset[str]]) -> None:
-        self._settled(group)
+    async def _commit(self, group: list[_Pending]) -> None:
+        batches = [pending.batch for pending in group]
+        before_commit = self._before_commit
+        try:
+            duplicates = await _on_connection_thread(
+                self._conn, lambda conn: _transact(conn, batches, before_commit)
+            )
+        except BaseException as exc:
+            message = f"store {self._path}: commit of {len(group)} batch(es) failed: {exc}"
+            for pending in group:
+                _fail(pending, message, exc)
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            _log.error("%s; nothing of it was stored, store unhealthy", message)
+            self._healthy = False
+            return
         self._transactions += 1
+        self._unchecked_pages += sum(_pages(b) for b in batches)
         if not self._healthy:
             _log.warning("store %s: commits succeed again, store healthy", self._path)
             self._healthy = True
         for pending, dups in zip(group, duplicates, strict=True):
-            _settle(pending.future, dups)
+            if not pending.future.done():
+                pending.future.set_result(dups)
 
-    def _failed(self, group: list[_Pending], exc: BaseException) -> None:
-        self._settled(group)
-        message = f"store {self._path}: commit of {len(group)} batch(es) failed: {exc}"
-        for pending in group:
-            _fail(pending, message, exc)
-        if _is_bug(exc):
-            if self._failure is None:
-                self._failure = exc
-                _log.critical(
-                    "store %s writer died; commits will fail",
-                    self._path,
-                    exc_info=(type(exc), exc, exc.__traceback__),
-                )
-            return
-        _log.error("%s; nothing of it was stored, store unhealthy", message)
-        self._healthy = False
 
-    def _gone(self, group: list[_Pending], how: str, cause: BaseException | None) -> None:
-        self._settled(group)
-        for pending in group:
-            _fail(pending, f"store {self._path} writer {how}", cause)
+async def _on_connection_thread(
+    conn: aiosqlite.Connection, work: Callable[[sqlite3.Connection], _T]
+) -> _T:
+    """Run ``work(connection)`` on ``conn``'s own thread: a whole transaction in one hop.
+
+    aiosqlite's public methods each make one round trip to its thread (one
+    statement each); a group transaction would make one per statement, and on
+    a busy loop every hop waits for the GIL. ``_execute`` is how those methods
+    reach the thread; it is not public API, hence this one place.
+    """
+    execute = cast(Callable[[Callable[[], _T]], Awaitable[_T]], conn._execute)
+    return await execute(lambda: work(conn._conn))
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _transact(
