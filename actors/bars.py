@@ -30,7 +30,6 @@ _HEADER = struct.Struct("<III")  # capacity, count, head
 _SLOT = struct.Struct(f"={_FIELDS}d")
 _SLOT_BYTES = _SLOT.size
 _pack_slot = _SLOT.pack_into
-_FINITE_NON_NEGATIVE = bytes(range(0x7F))  # top bytes of doubles in [+0, 2**1009)
 
 
 class BarRing:
@@ -173,7 +172,7 @@ class BarRing:
             return
         ts = self._column(0)
         if self._signs_plausible():
-            held = self._data[: count * _FIELDS]  # the held slots, in slot order
+            held = self._data if count == self.capacity else self._data[: count * _FIELDS]
             ordered = _lanes_ascend(ts.tobytes()) and _lanes_above(
                 held[2::_FIELDS].tobytes(), held[3::_FIELDS].tobytes()
             )
@@ -200,8 +199,15 @@ class BarRing:
             return False
         held = self._count * _FIELDS
         tops = self._data.tobytes()[7 : held * 8 : 8]
-        prices = tops[1::_FIELDS] + tops[2::_FIELDS] + tops[3::_FIELDS] + tops[4::_FIELDS]
-        return not tops.translate(None, _FINITE_NON_NEGATIVE) and 0 not in prices
+        if not tops.isascii() or 0x7F in tops:  # a top byte outside 0x00..0x7e
+            return False
+        # prices (open, high, low, close) must be > 0: a zero top byte is not sure to be
+        return not (
+            0 in tops[1::_FIELDS]
+            or 0 in tops[2::_FIELDS]
+            or 0 in tops[3::_FIELDS]
+            or 0 in tops[4::_FIELDS]
+        )
 
     def _values_plausible(self) -> bool:
         """Return whether every held value is finite, every price > 0, every volume >= 0."""
@@ -220,6 +226,8 @@ class BarRing:
         column = self._data[field::_FIELDS]
         if self._count < self.capacity:
             return column[: self._count]
+        if not self._head:
+            return column
         return column[self._head :] + column[: self._head]
 
     def to_bytes(self) -> bytes:

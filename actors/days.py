@@ -17,7 +17,7 @@ from datetime import date, datetime
 from actors.strategy import Session
 from runtime.clock import TradingCalendar
 
-__all__ = ["TradingDay", "trading_day_of"]
+__all__ = ["TradingDay", "session_start", "trading_day_of"]
 
 
 class TradingDay:
@@ -49,4 +49,21 @@ def trading_day_of(calendar: TradingCalendar, ts: datetime, bar_seconds: int) ->
             open=calendar.open_of(day), close=calendar.close_of(day), bar_seconds=bar_seconds
         )
         found = known[(day, bar_seconds)] = TradingDay(day, start, end, session)
+    return found
+
+
+_starts: weakref.WeakKeyDictionary[TradingCalendar, dict[date, datetime]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def session_start(calendar: TradingCalendar, day: date) -> datetime:
+    """Return when trading day ``day`` begins (``calendar.local(day, calendar.session_start)``).
+
+    Computed once per (calendar, day): every actor's checkpoint mark at boot reads it.
+    """
+    known = _starts.setdefault(calendar, {})
+    found = known.get(day)
+    if found is None:
+        found = known[day] = calendar.local(day, calendar.session_start)
     return found

@@ -21,7 +21,7 @@ import msgspec
 
 from actors import model
 from actors.bars import BarRing
-from actors.days import TradingDay, trading_day_of
+from actors.days import TradingDay, session_start, trading_day_of
 from actors.heal import external_kind, heal_symbol
 from actors.messages import (
     Checkpoint,
@@ -569,11 +569,18 @@ class PositionActor(Actor[PositionMsg]):
 
 
 def _last_fill_at(state: PositionState) -> datetime | None:
-    return max((f.at for f in (*state.entries, *state.exits)), default=None)
+    last = None
+    for fills in (state.entries, state.exits):
+        for fill in fills:
+            if last is None or fill.at > last:
+                last = fill.at
+    return last
 
 
 def _mark(state: PositionState, bars: BarRing, calendar: TradingCalendar) -> datetime:
     """Return a market time at or before the checkpoint of ``state`` (as loaded)."""
-    marks = [calendar.local(state.trading_day, calendar.session_start)]
-    marks += [m for m in (bars.last_time(), _last_fill_at(state)) if m is not None]
-    return max(marks)
+    mark = session_start(calendar, state.trading_day)
+    for seen in (bars.last_time(), _last_fill_at(state)):
+        if seen is not None and seen > mark:
+            mark = seen
+    return mark

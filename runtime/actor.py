@@ -89,6 +89,16 @@ _LEGAL: Final[dict[Lifecycle, frozenset[Lifecycle]]] = {
     _S.HALTED: frozenset(),
 }
 
+# Bound once: a member read through its class is a descriptor call (~0.1 us on
+# 3.11), and every actor moves through these at start and stop.
+_RUNNING, _SUSPENDED, _STOPPING, _STOPPED, _HALTED = (
+    _S.RUNNING,
+    _S.SUSPENDED,
+    _S.STOPPING,
+    _S.STOPPED,
+    _S.HALTED,
+)
+
 _Reply = asyncio.Future[object]
 
 
@@ -238,11 +248,12 @@ class Actor(Generic[M]):
         if to not in _LEGAL[current]:
             raise InvalidTransition(f"{self.name}: {current.value} -> {to.value} is not allowed")
         self._lifecycle = to
-        self._serving = to is Lifecycle.RUNNING or to is Lifecycle.SUSPENDED
-        _log.debug("%s: %s -> %s", self.name, current.value, to.value)
-        if to is Lifecycle.HALTED:
+        self._serving = to is _RUNNING or to is _SUSPENDED
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s: %s -> %s", self.name, current.value, to.value)
+        if to is _HALTED:
             self._closed = ActorHalted
-        elif to is Lifecycle.STOPPING or to is Lifecycle.STOPPED:
+        elif to is _STOPPING or to is _STOPPED:
             self._closed = ActorStopped
         else:
             return
