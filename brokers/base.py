@@ -49,11 +49,16 @@ class Side(enum.StrEnum):
 
     @property
     def sign(self) -> int:
-        return 1 if self is Side.BUY else -1
+        return 1 if self is _BUY else -1
 
     @property
     def opposite(self) -> Side:
-        return Side.SELL if self is Side.BUY else Side.BUY
+        return _SELL if self is _BUY else _BUY
+
+
+# Bound once: a member read through its class is a descriptor call (~0.1 us on
+# 3.11), and fills, plans and stops ask a side for its sign all the time.
+_BUY, _SELL = Side.BUY, Side.SELL
 
 
 class OrderType(enum.StrEnum):
@@ -75,7 +80,7 @@ class OrderStatus(enum.StrEnum):
         return self in _OPEN_STATUSES
 
 
-_OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)  # looked up once, not per call
+_OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)  # bound once, as above
 
 
 def signed(side: Side, qty: float) -> float:
