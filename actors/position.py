@@ -117,14 +117,21 @@ class PositionActor(Actor[PositionMsg]):
         ctx: PositionContext,
         snapshot: SnapshotRow | None = None,
         strategy: Strategy | None = None,
+        *,
+        today: date | None = None,
     ) -> None:
+        """Build the actor of ``symbol``; it loads ``snapshot`` when first started.
+
+        ``today`` is the trading day of the state it holds until that start
+        replaces it (default: the clock's), for a caller building many at once.
+        """
         super().__init__(symbol, mailbox_size=ctx.mailbox_size)
         self.symbol = symbol
         self.ctx = ctx
         self.strategy = strategy or ctx.strategy
         self._snapshot = snapshot
         self._first_start = True
-        self.state = self._fresh()
+        self.state = self._fresh(today)
         self.bars = BarRing(symbol, ctx.bar_capacity)
         self.checkpointed_at: datetime | None = None
         self._loaded_mark: datetime | None = None

@@ -213,7 +213,9 @@ class App:
                 # pivots share one, instead of one per symbol.
                 strategies: dict[tuple[bool, float | None, float | None], Strategy] = {}
 
-                def make(symbol: str, row: SnapshotRow | None = None) -> PositionActor:
+                def make(
+                    symbol: str, row: SnapshotRow | None = None, today: date | None = None
+                ) -> PositionActor:
                     item = watch.get(symbol)
                     key = (
                         (False, None, None)
@@ -223,7 +225,7 @@ class App:
                     strategy = strategies.get(key)
                     if strategy is None:
                         strategy = strategies[key] = strategy_for(cfg, item)
-                    return PositionActor(symbol, ctx, row, strategy=strategy)
+                    return PositionActor(symbol, ctx, row, strategy=strategy, today=today)
 
                 async def spawn(symbol: str) -> PositionActor:
                     existing = self.actors.get(symbol)
@@ -238,8 +240,12 @@ class App:
                 loaded = await store.load_snapshots()
                 rows = {r.symbol: r for r in loaded.rows}
                 del loaded  # each actor drops its row once started: no copy of the book stays
+                # One market time for the day the book's actors hold until each start
+                # replaces their state (the start reads the clock again).
+                today = self.calendar.trading_day(clock.now())
                 await self._start_actors(
-                    sup, [make(s, rows.pop(s, None)) for s in sorted(set(watch) | set(rows))]
+                    sup,
+                    [make(s, rows.pop(s, None), today) for s in sorted(set(watch) | set(rows))],
                 )
 
                 async def truth() -> tuple[list[BrokerPosition], list[Order]]:

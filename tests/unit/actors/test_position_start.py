@@ -139,3 +139,17 @@ async def test_a_good_snapshot_loads_and_drops_only_the_bars_older_than_the_buff
     assert [b.ts for b in actor.bars] == [b.ts for b in list(ring)[now - span :]]
     assert alerts.kinds == {}
     assert await store.quarantined_snapshots() == []
+
+
+async def test_the_day_given_for_the_state_before_start_is_replaced_by_the_start(
+    store: SqliteStore,
+) -> None:
+    venue = InstantVenue()
+    venue.market_time = OPEN + timedelta(minutes=5)
+    earlier = DAY - timedelta(days=7)
+    actor = PositionActor(SYMBOL, context(store, venue), today=earlier)
+    assert actor.state.trading_day == earlier
+
+    async with Supervisor(name="test") as sup:
+        await sup.start(actor)
+        assert actor.state == PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
