@@ -23,6 +23,7 @@ from brokers.base import (
     OrderNotFound,
     OrderRejected,
     OrderRequest,
+    OrderStatus,
     OrderType,
 )
 from persistence.protocol import IntentRow, PutIntent, ResolveIntent, Write
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["OrderDesk", "intent_row"]
 
 _log = logging.getLogger(__name__)
+
+_FILLED = "filled"  # a stop the venue reports filled: no longer resting, its fill pending
 
 
 def intent_row(symbol: str, intent: Intent) -> IntentRow:
@@ -179,7 +182,7 @@ class OrderDesk:
         actor = self.actor
         stop = actor.state.stop
         allowed = actor.may_protect if recovering else actor.trading_allowed
-        if stop is None or stop.order_id is None or not allowed:
+        if stop is None or stop.order_id is None or stop.status == _FILLED or not allowed:
             return
         planned = msgspec.structs.replace(stop, price=price, qty=qty, status="replacing")
         await actor._commit(model.set_stop(actor.state, planned), [])
@@ -194,7 +197,13 @@ class OrderDesk:
         """
         stop = state.stop
         qty = abs(state.qty)
-        if stop is None or stop.order_id is None or state.is_flat or abs(stop.qty - qty) < 1e-9:
+        if (
+            stop is None
+            or stop.order_id is None
+            or stop.status == _FILLED
+            or state.is_flat
+            or abs(stop.qty - qty) < 1e-9
+        ):
             return state, None
         planned = msgspec.structs.replace(stop, qty=qty, status="replacing")
         return model.set_stop(state, planned), stop
@@ -225,7 +234,10 @@ class OrderDesk:
             )
         except BrokerError as exc:
             _log.warning("%s: stop move to %s failed: %s", actor.symbol, planned.price, exc)
-            await actor._commit(model.set_stop(actor.state, resting), [])
+            # Refused: the stop may have filled or gone meanwhile. Only one the venue
+            # still holds open (or cannot tell about) is put back as resting.
+            if not await self._settle_gone(resting):
+                await actor._commit(model.set_stop(actor.state, resting), [])
             return
         live = msgspec.structs.replace(planned, order_id=order.order_id, status="live")
         actor._adopt(model.set_stop(actor.state, live))
@@ -236,6 +248,8 @@ class OrderDesk:
         stop = actor.state.stop
         if stop is None:
             return True
+        if stop.status == _FILLED:
+            return False  # filled at the venue: its fill, not an exit, settles the position
         order_id = stop.order_id
         if order_id is None:
             try:
@@ -251,8 +265,10 @@ class OrderDesk:
         if order_id is not None:
             try:
                 await actor.ctx.broker.cancel(order_id)
-            except OrderNotFound:
-                return False
+            except (OrderNotFound, OrderRejected) as exc:
+                _log.warning("%s: stop cancel refused: %s", actor.symbol, exc)
+                # Filled there: its fill decides, and it is not canceled again. Gone: no stop.
+                return await self._settle_gone(stop) and actor.state.stop is None
             except BrokerError as exc:
                 _log.warning("%s: stop cancel failed: %s", actor.symbol, exc)
                 return False
@@ -260,6 +276,39 @@ class OrderDesk:
         await actor._commit(
             model.set_stop(state, None), [ResolveIntent(stop.client_order_id, "canceled")]
         )
+        return True
+
+    async def _settle_gone(self, stop: StopOrder) -> bool:
+        """Record ``stop`` as the venue holds it after it refused a request on it.
+
+        Filled: kept, marked "filled" (no longer resting; its fill settles it and
+        the intent). Canceled, rejected or unknown there: dropped with its intent.
+        Return False, changing nothing, when it is still open or the venue cannot
+        tell.
+        """
+        actor = self.actor
+        try:
+            order = await actor.ctx.broker.order_by_client_id(stop.client_order_id)
+        except BrokerError:
+            return False
+        if order is not None and order.status.is_open:
+            return False
+        state = actor.state
+        if order is not None and order.status is OrderStatus.FILLED:
+            filled = msgspec.structs.replace(stop, status=_FILLED)
+            await actor._commit(model.set_stop(state, filled), [])
+            return True
+        status = "canceled" if order is None else order.status.value
+        state = model.resolve_intent(state, stop.client_order_id, done=True)
+        if state.stop is not None and state.stop.client_order_id == stop.client_order_id:
+            state = model.set_stop(state, None)
+        await actor._commit(state, [ResolveIntent(stop.client_order_id, status)])
+        if not state.is_flat:
+            actor._alert(
+                "unprotected",
+                Severity.CRITICAL,
+                f"stop {stop.client_order_id} {status} at the broker; position {state.qty}",
+            )
         return True
 
     async def cancel_order_quietly(self, stop: StopOrder) -> None:

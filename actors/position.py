@@ -459,6 +459,29 @@ class PositionActor(Actor[PositionMsg]):
         if act and intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
             state, stop_intent, more = self.desk.plan_stop(state)
             writes.extend(more)
+        stop = state.stop
+        consumed = stop is not None and stop.client_order_id == ex.client_order_id
+        if (
+            stop is not None
+            and consumed
+            and (
+                stop.status == "filled"
+                or (intent is not None and state.intent(ex.client_order_id) is None)
+            )
+        ):
+            # Our stop's last fill (the venue said it filled, or its intent is done): it
+            # protects nothing any more, and its intent is settled with it.
+            state = model.resolve_intent(state, ex.client_order_id, done=True)
+            state = model.set_stop(state, None)
+        # Our own exit or stop that filled past zero (an oversized stop): the remainder
+        # is booked in order, as at the venue, and it rests with no stop of its own.
+        unprotected = (
+            intent is not None
+            and intent.kind is not IntentKind.ENTRY
+            and not state.is_flat
+            and state.stop is None
+            and (bool(applied.closed) or consumed)
+        )
         resting = None  # the stop as it rests at the broker, when this fill resizes it
         if act and stop_intent is None and self._may_trade(state):
             # Write-ahead in the fill's own transaction: one commit, not two.
@@ -486,6 +509,13 @@ class PositionActor(Actor[PositionMsg]):
                 "drift",
                 Severity.WARNING,
                 f"fill {ex.exec_id} of an unknown order reduced the position to {state.qty}",
+            )
+        if unprotected and not replayed:  # a replay's heal says it for the symbol
+            self._alert(
+                "unprotected",
+                Severity.CRITICAL,
+                f"fill {ex.exec_id} of {ex.client_order_id} left {state.qty} @ {ex.price} "
+                "with no stop at the broker",
             )
         if intent is not None and intent.kind is IntentKind.ENTRY and before.is_flat:
             self._verified_open = state.opened_at  # our own fill: nothing to verify
