@@ -1,7 +1,7 @@
 """Loop lag under REST: the longest stall while the Alpaca adapter makes REST calls.
 
 The runtime side: the real ``AlpacaBroker`` (alpaca-py's synchronous
-``TradingClient``, every call through ``asyncio.to_thread``, the trade-updates
+``TradingClient``, every call in the adapter's own pool of SDK threads, the trade-updates
 stream up and its events read) on uvloop, against the local exchange
 (``stalwart exchange``) on a free loopback port. Each run builds a fresh adapter,
 connects it, then times one batch of what a session asks of it: a market entry
