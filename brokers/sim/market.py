@@ -108,11 +108,7 @@ class MarketClock:
         if not self._paused:
             # Rounded to the microsecond so that deadline() is exact despite float error.
             elapsed = round((self._monotonic() - self._anchor_mono) * self._speed, 6)
-            session = self._session
-            if session is not None and session[0] is self._anchor and 0.0 <= elapsed < session[2]:
-                ts: datetime | None = session[1] + timedelta(seconds=elapsed)  # as below
-            else:
-                ts = self._within_session(elapsed)
+            ts = self._within_session(elapsed)
             if ts is None:
                 ts = advance(self._calendar, self._anchor, elapsed)
                 self._reanchor(ts)
