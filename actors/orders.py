@@ -299,16 +299,7 @@ class OrderDesk:
             await actor._commit(model.set_stop(state, filled), [])
             return True
         status = "canceled" if order is None else order.status.value
-        state = model.resolve_intent(state, stop.client_order_id, done=True)
-        if state.stop is not None and state.stop.client_order_id == stop.client_order_id:
-            state = model.set_stop(state, None)
-        await actor._commit(state, [ResolveIntent(stop.client_order_id, status)])
-        if not state.is_flat:
-            actor._alert(
-                "unprotected",
-                Severity.CRITICAL,
-                f"stop {stop.client_order_id} {status} at the broker; position {state.qty}",
-            )
+        await actor._order_gone(stop.client_order_id, status)
         return True
 
     async def cancel_order_quietly(self, stop: StopOrder) -> None:

@@ -558,18 +558,25 @@ class PositionActor(Actor[PositionMsg]):
             self._adopt(model.resolve_intent(state, order.client_order_id, order_id=order.order_id))
             return
         if order.status in (OrderStatus.CANCELED, OrderStatus.REJECTED):
-            if state.intent(order.client_order_id) is not None:
-                state = model.resolve_intent(state, order.client_order_id, done=True)
-            stop = state.stop
-            if stop is not None and stop.client_order_id == order.client_order_id:
-                state = model.set_stop(state, None)
-                if not state.is_flat:
-                    self._alert(
-                        "unprotected",
-                        Severity.CRITICAL,
-                        f"stop {order.client_order_id} {order.status.value} at the broker",
-                    )
-            await self._commit(state, [ResolveIntent(order.client_order_id, order.status.value)])
+            await self._order_gone(order.client_order_id, order.status.value)
+
+    async def _order_gone(self, client_order_id: str, status: str) -> None:
+        """Drop our order ``client_order_id``, done at the broker unfilled (``status``).
+
+        Its intent is resolved; when it was the protective stop of an open
+        position, the position is unprotected and says so.
+        """
+        state = model.resolve_intent(self.state, client_order_id, done=True)
+        stop = state.stop
+        if stop is not None and stop.client_order_id == client_order_id:
+            state = model.set_stop(state, None)
+            if not state.is_flat:
+                self._alert(
+                    "unprotected",
+                    Severity.CRITICAL,
+                    f"stop {client_order_id} {status} at the broker; position {state.qty}",
+                )
+        await self._commit(state, [ResolveIntent(client_order_id, status)])
 
     async def _reconcile(self, msg: Reconcile) -> ReconcileOutcome:
         failpoint("during_reconcile")
