@@ -16,7 +16,8 @@ switch interval each time: 5 ms by default, the whole of the loop-lag budget.
 The adapter lowers it to 1 ms for the process (``sys.setswitchinterval``; it
 never raises it), which bounds those waits at the cost of more GIL hand-offs.
 
-The calls run in the adapter's own small pool (``SdkThreads``, 4 threads),
+The calls run in the adapter's own small pool (``SdkThreads``; 4 threads,
+``AlpacaSettings.sdk_threads``),
 not in the loop's default executor, for two reasons. A forced GIL switch hands
 the GIL to *some* waiting thread, not to the loop: with every parse of a
 burst of 50 orders in flight at once, the loop waits behind several of them,
@@ -73,7 +74,7 @@ from brokers.base import (
     OrderType,
 )
 
-__all__ = ["SDK_THREADS", "SdkThreads", "TradingRest", "in_thread"]
+__all__ = ["SdkThreads", "TradingRest", "in_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,6 @@ def _code(error: APIError) -> int | None:
         return None
 
 
-SDK_THREADS = 4  # see the module docstring
-
-
 class SdkThreads:
     """The adapter's own bounded thread pool for synchronous SDK calls.
 
@@ -102,16 +100,12 @@ class SdkThreads:
     when the SDK gives up.
     """
 
-    def __init__(self, workers: int = SDK_THREADS, *, name: str = "alpaca-sdk") -> None:
+    def __init__(self, workers: int, *, name: str = "alpaca-sdk") -> None:
         if workers < 1:
             raise ValueError(f"SDK threads: need at least 1, got {workers}")
         self._workers = workers
         self._name = name
         self._pool: ThreadPoolExecutor | None = None
-
-    @property
-    def workers(self) -> int:
-        return self._workers
 
     async def run(self, fn: Callable[[], _T]) -> _T:
         """Return ``fn()``, run in one of the pool's threads (with this task's context)."""

@@ -60,7 +60,7 @@ class AlpacaSettings(msgspec.Struct, frozen=True, kw_only=True):
     backfill_margin_s: float = 900.0
     connect_timeout_s: float = 10.0
     rest_timeout_s: float = 15.0
-    sdk_threads: int = 4  # the adapter's own pool for SDK calls (orders.SdkThreads)
+    sdk_threads: int = 4  # the adapter's own pool for SDK calls (see orders.SdkThreads)
 
     def stream_url(self) -> str | None:
         if self.stream_url_override or not self.url_override:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from brokers.alpaca import AlpacaBroker, AlpacaSettings, Credentials, MissingCredentials
-from brokers.alpaca.orders import SDK_THREADS, SdkThreads
+from brokers.alpaca.orders import SdkThreads
 from brokers.base import (
     Bar,
     BrokerEvent,
@@ -499,17 +499,18 @@ async def test_hung_sdk_calls_never_starve_the_rest_of_the_process(
                 inside -= 1
 
     monkeypatch.setattr(client, "get_all_positions", hung_positions)
-    calls = [asyncio.create_task(broker.positions()) for _ in range(3 * SDK_THREADS)]
+    threads = broker._settings.sdk_threads
+    calls = [asyncio.create_task(broker.positions()) for _ in range(3 * threads)]
     await asyncio.sleep(0.2)
     try:
         # Everything else that runs in a thread still does, at once.
         assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 1.0) == "free"
-        assert most == SDK_THREADS, "the SDK runs at most its own threads at once"
+        assert most == threads, "the SDK runs at most its own threads at once"
         assert all(n.startswith("alpaca-sdk") for n in names)
     finally:
         release.set()
         results = await asyncio.gather(*calls)
-    assert results == [[]] * (3 * SDK_THREADS)  # none was lost: they queued for a thread
+    assert results == [[]] * (3 * threads)  # none was lost: they queued for a thread
 
 
 async def test_closing_never_waits_for_a_hung_call_and_a_reconnect_gets_new_threads() -> None:
