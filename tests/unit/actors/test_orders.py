@@ -101,6 +101,19 @@ def _held_with_oversized_stop() -> tuple[PositionState, Order]:
     return state, resting
 
 
+def _row(state: PositionState) -> SnapshotRow:
+    return SnapshotRow(
+        SYMBOL, encode_snapshot(state, BarRing(SYMBOL, 240)), SCHEMA_VERSION, state.seq, START
+    )
+
+
+def _stop_fill(stop: Order) -> Execution:
+    """Return the whole fill of ``stop`` (100 shares at its price)."""
+    return Execution(
+        "S-1", stop.order_id, stop.client_order_id, SYMBOL, Side.SELL, 100.0, STOP_PRICE, START
+    )
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     opened = await open_store(tmp_path / "orders.db", ACCOUNT)
@@ -118,9 +131,7 @@ async def test_a_replace_refused_because_the_stop_filled_leaves_no_live_stop_beh
     state, resting = _held_with_oversized_stop()
     venue.orders[resting.order_id] = resting
     venue.by_client[resting.client_order_id] = resting.order_id
-    row = SnapshotRow(
-        SYMBOL, encode_snapshot(state, BarRing(SYMBOL, 240)), SCHEMA_VERSION, state.seq, START
-    )
+    row = _row(state)
     async with Supervisor(name="test") as sup:
         actor = PositionActor(SYMBOL, context(store, venue, alerts=alerts), row)
         await sup.start(actor)
@@ -140,9 +151,7 @@ async def test_a_replace_refused_because_the_stop_filled_leaves_no_live_stop_beh
         stop = actor.state.stop
         assert stop is None or stop.status != "live", "a filled stop is not resurrected as live"
 
-        stop_fill = Execution(
-            "S-1", "SO-1", resting.client_order_id, SYMBOL, Side.SELL, 100.0, STOP_PRICE, START
-        )
+        stop_fill = _stop_fill(resting)
         ack = await actor.ask(OnExecution(stop_fill))
         again = await actor.ask(OnExecution(stop_fill))
 
@@ -174,9 +183,7 @@ async def test_a_stop_the_venue_reports_filled_is_not_canceled_again_before_its_
         resting, status=OrderStatus.FILLED, filled_qty=100.0, avg_fill_price=STOP_PRICE
     )
     venue.by_client[resting.client_order_id] = resting.order_id
-    row = SnapshotRow(
-        SYMBOL, encode_snapshot(state, BarRing(SYMBOL, 240)), SCHEMA_VERSION, state.seq, START
-    )
+    row = _row(state)
     async with Supervisor(name="test") as sup:
         actor = PositionActor(SYMBOL, context(store, venue, alerts=alerts), row)
         await sup.start(actor)
@@ -186,9 +193,7 @@ async def test_a_stop_the_venue_reports_filled_is_not_canceled_again_before_its_
 
         assert venue.cancels == ["SO-1"], "refused once as filled: never asked again"
         assert venue.submitted == 0, "its fill decides, not a second exit"
-        stop_fill = Execution(
-            "S-1", "SO-1", resting.client_order_id, SYMBOL, Side.SELL, 100.0, STOP_PRICE, START
-        )
+        stop_fill = _stop_fill(resting)
         await actor.ask(OnExecution(stop_fill))
         assert actor.state.qty == -50.0
         assert actor.state.stop is None
