@@ -38,7 +38,7 @@ from actors.messages import (
     SetMode,
 )
 from actors.orders import OrderDesk
-from actors.snapshot import SnapshotError, decode_snapshot, encode_snapshot
+from actors.snapshot import BarsError, SnapshotError, decode_snapshot, encode_state
 from actors.state import SCHEMA_VERSION, IntentKind, Mode, PositionState, StopOrder
 from actors.strategy import (
     Action,
@@ -138,6 +138,7 @@ class PositionActor(Actor[PositionMsg]):
         self._verified_open: datetime | None = None  # opened_at of a position known to exist
         self.unverified = False
         self._dirty = False
+        self._bars_saved: tuple[BarRing, int, float] | None = None  # _bars_mark() as stored
         self.desk_activity = float("-inf")  # wall monotonic time of the last order/fill event
         self.desk = OrderDesk(self)
         self._day: TradingDay | None = None  # the trading day of the last bar
@@ -155,16 +156,23 @@ class PositionActor(Actor[PositionMsg]):
         self._first_start = False
         self._snapshot = None
         loaded: tuple[PositionState, BarRing] | None = None
+        bars_stored = False  # the ring loaded is the store's bar row, as it is there
         if row is not None:
             try:
                 loaded = decode_snapshot(
-                    row.blob, row.schema_version, self.symbol, self.ctx.bar_capacity
+                    row.blob, row.schema_version, self.symbol, self.ctx.bar_capacity, row.bars
                 )
+                bars_stored = row.bars is not None
+            except BarsError as exc:
+                # The state is sound; only the buffer is lost (history refills it), and
+                # the next commit writes a good one over the bad row.
+                loaded = exc.state, BarRing(self.symbol, self.ctx.bar_capacity)
+                self._alert("store", Severity.WARNING, f"{exc}; dropped, refilled from history")
             except SnapshotError as exc:
                 self.state, self.bars = self._fresh(), BarRing(self.symbol, self.ctx.bar_capacity)
                 await self.ctx.store.quarantine_snapshot(self.symbol, str(exc))
                 self._alert("store", Severity.CRITICAL, f"{exc}; quarantined, starting from broker")
-            else:
+            if loaded is not None:
                 self.checkpointed_at = row.taken_at
                 self._loaded_mark = _mark(*loaded, self.ctx.calendar)
         # One market time for the whole start: the day the state rolls to and the
@@ -173,6 +181,8 @@ class PositionActor(Actor[PositionMsg]):
         today = self.ctx.calendar.trading_day(now)
         if loaded is not None:
             state, self.bars = loaded
+            if bars_stored:
+                self._bars_saved = self._bars_mark()  # as stored: no fill rewrites it
         elif row is None:
             state, self.bars = self._fresh(today), BarRing(self.symbol, self.ctx.bar_capacity)
         else:  # quarantined: the fresh state set above
@@ -286,22 +296,34 @@ class PositionActor(Actor[PositionMsg]):
 
     # -- durability ----------------------------------------------------------------
 
-    def snapshot_row(self, state: PositionState) -> SnapshotRow:
-        return SnapshotRow(
-            symbol=self.symbol,
-            blob=encode_snapshot(state, self.bars),
-            schema_version=SCHEMA_VERSION,
-            seq=state.seq,
-            taken_at=self.ctx.wall.now(),
-        )
+    def _bars_mark(self) -> tuple[BarRing, int, float]:
+        """Return what tells the bar buffer changed: the ring, its size, its last bar's time.
+
+        Bars only append in time order and are only dropped oldest first, so
+        no change leaves this as it was.
+        """
+        ring = self.bars
+        count = len(ring)
+        return ring, count, ring.last_ts() if count else 0.0
 
     async def _commit(self, state: PositionState, writes: Sequence[Write]) -> bool:
         """Make ``state`` (and ``writes``) durable, then adopt it; retry while the disk fails.
 
+        The bar buffer goes with it when it changed since it was last stored
+        (a bar arrived), so every commit leaves state and buffer current on
+        disk, and a burst of fills between two bars rewrites only the state.
         Return False, adopting nothing, when the store refused the whole commit
         because an execution written with ``require_new`` was already stored.
         """
-        row = self.snapshot_row(state)
+        mark = self._bars_mark()
+        row = SnapshotRow(
+            symbol=self.symbol,
+            blob=encode_state(state),
+            schema_version=SCHEMA_VERSION,
+            seq=state.seq,
+            taken_at=self.ctx.wall.now(),
+            bars=None if mark == self._bars_saved else self.bars.to_bytes(),
+        )
         batch = [*writes, PutSnapshot(row)]
         backoff = 0.05
         suspended_here = False
@@ -329,6 +351,7 @@ class PositionActor(Actor[PositionMsg]):
             return False
         self.state = state
         self.checkpointed_at = row.taken_at
+        self._bars_saved = mark
         self._dirty = False
         return True
 

@@ -28,7 +28,7 @@ import msgspec
 from actors import model
 from actors.messages import FillAck, OnExecution
 from actors.position import PositionActor
-from actors.snapshot import encode_snapshot
+from actors.snapshot import encode_state
 from actors.state import SCHEMA_VERSION, PositionState
 from bench._core import Result, Settings, fresh_heap, percentile, run_on_uvloop, summarize
 from bench._world import (
@@ -99,8 +99,9 @@ async def _burst(workdir: Path, fills: int, seed: int) -> list[float]:
         for i, symbol in enumerate(names):
             ring = full_ring(symbol, start - timedelta(minutes=1), seed * 1000 + i)
             state = _entry_in_flight(symbol, _PIECE * per_symbol, start)
+            # As the store hands it over: the state, and the buffer from its own row.
             row = SnapshotRow(
-                symbol, encode_snapshot(state, ring), SCHEMA_VERSION, state.seq, start
+                symbol, encode_state(state), SCHEMA_VERSION, state.seq, start, ring.to_bytes()
             )
             actors.append(PositionActor(symbol, ctx, row))
         async with Supervisor(name="bench-fills") as sup:

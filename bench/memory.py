@@ -22,7 +22,7 @@ from pathlib import Path
 
 from actors.bars import BarRing
 from actors.position import PositionActor
-from actors.snapshot import encode_snapshot
+from actors.snapshot import encode_state
 from actors.state import SCHEMA_VERSION
 from bench._core import Result, Settings, rss_bytes, run_on_uvloop, summarize
 from bench._world import (
@@ -60,8 +60,10 @@ async def _grow(n: int, workdir: Path) -> tuple[int, int]:
             for i, symbol in enumerate(symbols(n)):
                 ring = BarRing.from_bytes(symbol, walks[i % len(walks)])
                 held = held_position(symbol, ring, last_open - timedelta(minutes=30 + i % 60), i)
-                blob = encode_snapshot(held.state, ring)
-                row = SnapshotRow(symbol, blob, SCHEMA_VERSION, held.state.seq, venue.market_time)
+                blob = encode_state(held.state)
+                row = SnapshotRow(
+                    symbol, blob, SCHEMA_VERSION, held.state.seq, venue.market_time, ring.to_bytes()
+                )
                 await sup.start(PositionActor(symbol, ctx, row))
                 del ring, held, blob, row
             gc.collect()

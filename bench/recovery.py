@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from actors.snapshot import encode_snapshot
+from actors.snapshot import encode_state
 from actors.state import SCHEMA_VERSION
 from bench._core import Result, Settings, fresh_heap, run_on_uvloop, summarize
 from bench._world import ACCOUNT, BAR_SECONDS, DAY, Member, population, ring_of
@@ -72,9 +72,9 @@ async def _seed_store(path: Path, members: list[Member], taken_at: datetime) -> 
         batch: list[Write] = []
         for m in members:
             state = m.held.state
-            blob = encode_snapshot(state, ring_of(m))
+            blob, bars = encode_state(state), ring_of(m).to_bytes()
             batch.append(
-                PutSnapshot(SnapshotRow(m.symbol, blob, SCHEMA_VERSION, state.seq, taken_at))
+                PutSnapshot(SnapshotRow(m.symbol, blob, SCHEMA_VERSION, state.seq, taken_at, bars))
             )
             batch.append(PutExecution(m.held.entry))
             batch.extend(PutIntent(i) for i in m.held.intents)

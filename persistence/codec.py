@@ -145,7 +145,22 @@ INSERT_EXECUTION = (
     f"INSERT INTO executions ({columns(Execution)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (exec_id) DO NOTHING"
 )
-UPSERT_SNAPSHOT = _upsert("snapshots", SnapshotRow, "symbol")
+# The columns of ``snapshots``: every field of ``SnapshotRow`` but its bars, which
+# are the ``blob`` of ``bar_buffers`` (same symbol).
+SNAPSHOT_COLUMNS = "symbol, blob, schema_version, seq, taken_at"
+UPSERT_SNAPSHOT = (
+    f"INSERT INTO snapshots ({SNAPSHOT_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (symbol) DO UPDATE SET blob = excluded.blob, "
+    "schema_version = excluded.schema_version, seq = excluded.seq, taken_at = excluded.taken_at"
+)
+UPSERT_BARS = (
+    "INSERT INTO bar_buffers (symbol, blob) VALUES (?, ?) "
+    "ON CONFLICT (symbol) DO UPDATE SET blob = excluded.blob"
+)
+SELECT_SNAPSHOTS = (
+    "SELECT s.symbol, s.blob, s.schema_version, s.seq, s.taken_at, b.blob "
+    "FROM snapshots AS s LEFT JOIN bar_buffers AS b ON b.symbol = s.symbol ORDER BY s.symbol"
+)
 UPSERT_INTENT = _upsert("intents", IntentRow, "client_order_id")
 RESOLVE_INTENT = (
     "UPDATE intents SET status = ?, order_id = COALESCE(?, order_id) WHERE client_order_id = ?"
@@ -155,13 +170,14 @@ UPSERT_SESSION = _upsert("sessions", SessionRow, "trading_day")
 INSERT_REPORT = f"INSERT INTO reports ({columns(ReportRow)}) VALUES (?, ?, ?)"
 QUARANTINE_SNAPSHOT = (
     f"INSERT INTO quarantined_snapshots ({columns(QuarantinedSnapshotRow)}) "
-    f"SELECT {columns(SnapshotRow)}, ?, ? FROM snapshots WHERE symbol = ?"
+    f"SELECT {SNAPSHOT_COLUMNS}, ?, ? FROM snapshots WHERE symbol = ?"
 )
 SELECT_QUARANTINED = (
     "SELECT symbol, CAST(blob AS BLOB), schema_version, seq, CAST(taken_at AS TEXT), reason, "
     "quarantined_at FROM quarantined_snapshots ORDER BY id"
 )
 DELETE_SNAPSHOT = "DELETE FROM snapshots WHERE symbol = ?"
+DELETE_BARS = "DELETE FROM bar_buffers WHERE symbol = ?"
 
 
 def _execution(e: Execution) -> Params:
@@ -251,6 +267,8 @@ def encode_batch(writes: Sequence[Write]) -> EncodedBatch:
                     guards.append(e.exec_id)
             case PutSnapshot(row=s):
                 ops.append((UPSERT_SNAPSHOT, _snapshot(s)))
+                if s.bars is not None:
+                    ops.append((UPSERT_BARS, (s.symbol, bytes(s.bars))))
             case PutIntent(intent=i):
                 ops.append((UPSERT_INTENT, _intent(i)))
             case ResolveIntent(client_order_id=coid, status=status, order_id=order_id):
@@ -269,8 +287,15 @@ def encode_batch(writes: Sequence[Write]) -> EncodedBatch:
 
 
 def quarantine_batch(symbol: str, reason: str, at: datetime) -> EncodedBatch:
-    """Return the statements that move ``symbol``'s snapshot to quarantine."""
+    """Return the statements that move ``symbol``'s snapshot to quarantine.
+
+    Its bar buffer goes too (the symbol starts fresh; bars come back from history).
+    """
     return EncodedBatch(
-        ((QUARANTINE_SNAPSHOT, (reason, encode_time(at), symbol)), (DELETE_SNAPSHOT, (symbol,))),
+        (
+            (QUARANTINE_SNAPSHOT, (reason, encode_time(at), symbol)),
+            (DELETE_SNAPSHOT, (symbol,)),
+            (DELETE_BARS, (symbol,)),
+        ),
         (),
     )

@@ -47,11 +47,21 @@ class StoreWriteError(StoreError):
 
 
 class SnapshotRow(msgspec.Struct, frozen=True):
+    """A symbol's latest snapshot: the actor's opaque ``blob`` and, apart, its bar buffer.
+
+    ``bars`` lives in a row of its own (``bar_buffers``): the buffer (~12 KB)
+    changes once a bar, the state on every fill, and a fill's commit should not
+    rewrite 12 KB that did not change. Written: ``None`` leaves the stored
+    buffer as it is, bytes replace it, in the same transaction as the state.
+    Loaded: the stored buffer, ``None`` when there is none.
+    """
+
     symbol: str
     blob: bytes
     schema_version: int
     seq: int
     taken_at: datetime
+    bars: bytes | None = None
 
 
 class IntentRow(msgspec.Struct, frozen=True):

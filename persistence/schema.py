@@ -127,7 +127,18 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2 = Migration(
+    2,
+    "bar buffers in a table of their own (a fill's commit no longer rewrites them)",
+    (
+        """CREATE TABLE bar_buffers (
+            symbol TEXT PRIMARY KEY NOT NULL,
+            blob BLOB NOT NULL
+        )""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

@@ -33,6 +33,7 @@ from persistence import files
 from persistence.codec import (
     LIVE_INTENT_STATUSES,
     SELECT_QUARANTINED,
+    SELECT_SNAPSHOTS,
     QuarantinedSnapshotRow,
     columns,
     decode_row,
@@ -274,7 +275,7 @@ class SqliteStore:
         A row that does not fit ``SnapshotRow`` is quarantined (logged CRITICAL)
         and left out. Raise ``StoreError`` when the store cannot be read.
         """
-        rows = await self._select(f"SELECT {columns(SnapshotRow)} FROM snapshots ORDER BY symbol")
+        rows = await self._select(SELECT_SNAPSHOTS)
         loaded: list[SnapshotRow] = []
         for row in rows:
             try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.snapshot import SnapshotError, decode_snapshot
+from actors.snapshot import SnapshotError, decode_state
 from actors.state import PositionState
 
 __all__ = [
@@ -93,7 +93,7 @@ class Check:
         return not any(self.counts.values())
 
 
-def read_books(db: Path, capacity: int = 240) -> Books:
+def read_books(db: Path) -> Books:
     """Read the trader's store read-only (safe while the trader runs: WAL)."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
@@ -105,7 +105,7 @@ def read_books(db: Path, capacity: int = 240) -> Books:
             "SELECT symbol, blob, schema_version FROM snapshots"
         ):
             try:
-                states[symbol] = decode_snapshot(blob, version, symbol, capacity)[0]
+                states[symbol] = decode_state(blob, version, symbol)
             except SnapshotError:
                 undecodable.append(str(symbol))
         closed: dict[str, float] = defaultdict(float)

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from actors.snapshot import SnapshotError, decode_snapshot
+from actors.snapshot import SnapshotError, decode_state
 from brokers.exchange import add_arguments as add_exchange_arguments
 from brokers.sim import BookError
 from persistence import open_store
@@ -164,7 +164,7 @@ async def _cmd_confirm(args: argparse.Namespace, state_dir: Path) -> int:
         state = (
             None
             if row is None
-            else decode_snapshot(row.blob, row.schema_version, row.symbol, 1_000_000)[0]
+            else decode_state(row.blob, row.schema_version, row.symbol)
         )
     except SnapshotError as exc:
         print(f"stalwart confirm: {exc}", file=sys.stderr)

@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from actors.snapshot import SnapshotError, decode_snapshot
+from actors.bars import BarRing
+from actors.snapshot import BarsError, SnapshotError, decode_snapshot
 from actors.state import PositionState
 from persistence.protocol import Store
 from runtime.clock import Clock
@@ -82,7 +83,11 @@ async def status_dict(store: Store, state_dir: Path, wall: Clock) -> dict[str, A
     unreadable: list[str] = []
     for row in loaded.rows:
         try:
-            state, ring = decode_snapshot(row.blob, row.schema_version, row.symbol, 1_000_000)
+            state, ring = decode_snapshot(
+                row.blob, row.schema_version, row.symbol, 1_000_000, row.bars
+            )
+        except BarsError as exc:  # the state is sound; only its buffer is lost
+            state, ring = exc.state, BarRing(row.symbol)
         except SnapshotError:
             unreadable.append(row.symbol)
             continue

@@ -28,7 +28,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from actors.snapshot import decode_snapshot
+from actors.bars import BarRing
+from actors.snapshot import decode_snapshot, decode_state
 from actors.state import PositionState
 from brokers.base import (
     BrokerEvent,
@@ -296,16 +297,27 @@ def stored(state_dir: Path, symbol: str = SYMBOL) -> PositionState:
         state_dir, "SELECT blob, schema_version FROM snapshots WHERE symbol = ?", (symbol,)
     )
     assert rows, f"no snapshot of {symbol}"
-    state, _ = decode_snapshot(bytes(rows[0][0]), int(rows[0][1]), symbol, 1_000_000)
-    return state
+    return decode_state(bytes(rows[0][0]), int(rows[0][1]), symbol)
+
+
+def stored_ring(state_dir: Path, symbol: str = SYMBOL) -> BarRing:
+    """Return the bar buffer of ``symbol`` as the store holds it (its own row, or the blob's)."""
+    rows = _rows(
+        state_dir,
+        "SELECT s.blob, s.schema_version, b.blob FROM snapshots AS s "
+        "LEFT JOIN bar_buffers AS b ON b.symbol = s.symbol WHERE s.symbol = ?",
+        (symbol,),
+    )
+    assert rows, f"no snapshot of {symbol}"
+    blob, version, bars = rows[0]
+    _, ring = decode_snapshot(
+        bytes(blob), int(version), symbol, 1_000_000, None if bars is None else bytes(bars)
+    )
+    return ring
 
 
 def stored_bars(state_dir: Path, symbol: str = SYMBOL) -> int:
-    rows = _rows(
-        state_dir, "SELECT blob, schema_version FROM snapshots WHERE symbol = ?", (symbol,)
-    )
-    _, ring = decode_snapshot(bytes(rows[0][0]), int(rows[0][1]), symbol, 1_000_000)
-    return len(ring)
+    return len(stored_ring(state_dir, symbol))
 
 
 def closed_trades(state_dir: Path) -> list[dict[str, Any]]:

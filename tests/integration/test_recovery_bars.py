@@ -6,26 +6,21 @@ import itertools
 from datetime import timedelta
 from pathlib import Path
 
-from actors.snapshot import decode_snapshot
 from runtime.clock import VirtualClock
 from tests.integration.recovery_kit import (
     BAR,
     SYMBOL,
     Trader,
-    _rows,
     crash_in,
     open_venue,
     print_bars,
+    stored_ring,
     write_profile,
 )
 
 
 def _ring_times(state_dir: Path) -> list[float]:
-    rows = _rows(
-        state_dir, "SELECT blob, schema_version FROM snapshots WHERE symbol = ?", (SYMBOL,)
-    )
-    _, ring = decode_snapshot(bytes(rows[0][0]), int(rows[0][1]), SYMBOL, 1_000_000)
-    return [bar.ts.timestamp() for bar in ring]
+    return [bar.ts.timestamp() for bar in stored_ring(state_dir)]
 
 
 async def test_gap_while_down_is_refilled_from_history(tmp_path: Path) -> None:

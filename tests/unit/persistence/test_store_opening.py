@@ -184,7 +184,8 @@ async def test_reopen_keeps_data_and_findings_stay_empty(store_path: Path) -> No
 
 async def test_a_later_migration_step_runs_once_and_moves_the_version(store_path: Path) -> None:
     await _store_with_rows(store_path, n=1)
-    step = schema.Migration(2, "notes", ("CREATE TABLE notes (body TEXT NOT NULL)",))
+    later = SCHEMA_VERSION + 1
+    step = schema.Migration(later, "notes", ("CREATE TABLE notes (body TEXT NOT NULL)",))
     migrations = (*schema.MIGRATIONS, step)
 
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
@@ -194,18 +195,20 @@ async def test_a_later_migration_step_runs_once_and_moves_the_version(store_path
             "force_account": False,
             "now": StepClock(),
         }
-        assert await schema.prepare(conn, migrations=migrations, **kwargs) == 2  # type: ignore[arg-type]
-        assert await schema.prepare(conn, migrations=migrations, **kwargs) == 2  # type: ignore[arg-type]
+        assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
+        assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
         tables = [r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master")]
 
     assert "notes" in tables
-    with pytest.raises(StoreError, match="schema version 2"):
+    with pytest.raises(StoreError, match=f"schema version {later}"):
         await open_store(store_path, ACCOUNT)
 
 
 async def test_a_failing_migration_leaves_the_file_as_it_was(store_path: Path) -> None:
     await _store_with_rows(store_path, n=1)
-    broken = schema.Migration(2, "broken", ("CREATE TABLE notes (x)", "THIS IS NOT SQL"))
+    broken = schema.Migration(
+        SCHEMA_VERSION + 1, "broken", ("CREATE TABLE notes (x)", "THIS IS NOT SQL")
+    )
 
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
         with pytest.raises(sqlite3.OperationalError):

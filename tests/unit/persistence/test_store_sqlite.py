@@ -240,6 +240,33 @@ async def test_quarantine_moves_the_snapshot_aside_and_the_symbol_starts_fresh(
     assert [r.seq for r in (await store.load_snapshots()).rows] == [1, 1]
 
 
+async def test_a_snapshot_without_bars_leaves_the_stored_bar_buffer_as_it_is(
+    store: SqliteStore, store_path: Path
+) -> None:
+    with_bars = msgspec.structs.replace(snapshot("AAPL", seq=1), bars=b"bars-1")
+    await store.commit([PutSnapshot(with_bars), PutSnapshot(snapshot("MSFT"))])
+
+    await store.commit([PutSnapshot(snapshot("AAPL", seq=2, blob=b"state-2"))])
+
+    rows = {r.symbol: r for r in (await store.load_snapshots()).rows}
+    assert (rows["AAPL"].seq, rows["AAPL"].blob, rows["AAPL"].bars) == (2, b"state-2", b"bars-1")
+    assert rows["MSFT"].bars is None, "no buffer was ever stored for it"
+    await store.commit([PutSnapshot(msgspec.structs.replace(snapshot("AAPL"), bars=b"bars-3"))])
+    assert [r.bars for r in (await store.load_snapshots()).rows] == [b"bars-3", None]
+    with sqlite3.connect(store_path) as raw:  # one row per symbol, not one per write
+        assert raw.execute("SELECT symbol FROM bar_buffers").fetchall() == [("AAPL",)]
+
+
+async def test_quarantine_takes_the_bar_buffer_with_the_snapshot(store: SqliteStore) -> None:
+    await store.commit([PutSnapshot(msgspec.structs.replace(snapshot("AAPL"), bars=b"old"))])
+
+    await store.quarantine_snapshot("AAPL", "distrusted")
+    await store.commit([PutSnapshot(snapshot("AAPL", seq=2, blob=b"fresh"))])
+
+    (row,) = (await store.load_snapshots()).rows
+    assert (row.blob, row.bars) == (b"fresh", None), "the fresh start has no old bars"
+
+
 async def test_quarantine_and_writes_in_one_group_keep_their_order(store: SqliteStore) -> None:
     await store.commit([PutSnapshot(snapshot("AAPL", seq=1, blob=b"old"))])
 
