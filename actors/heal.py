@@ -28,6 +28,7 @@ import msgspec
 
 from actors import model
 from actors.messages import Reconcile, ReconcileOutcome
+from actors.orders import stop_intent_writes
 from actors.reconcile import Finding, SymbolPlan, plan_symbol
 from actors.state import IntentKind, Mode, PositionState, StopOrder
 from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderStatus
@@ -264,7 +265,8 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     if plan.broker_stop is not None and not state.is_flat:
         stop = actor.stop_from_order(plan.broker_stop)
         if state.stop is None or _as_held(state.stop) != _as_held(stop):
-            state = model.set_stop(state, stop)
+            unattached, state = state, model.set_stop(state, stop)
+            writes.extend(stop_intent_writes(actor.symbol, unattached, state))
             actions.append(f"stop attached {stop.client_order_id} @ {stop.price}")
     elif state.stop is not None and state.intent(state.stop.client_order_id) is None:
         state = model.set_stop(state, None)

@@ -303,13 +303,33 @@ def resolve_intent(
 
 
 def set_stop(state: PositionState, stop: StopOrder | None) -> PositionState:
-    """Record the protective stop as it is (or is about to be) at the broker."""
+    """Record the protective stop as it is (or is about to be) at the broker.
+
+    The stop's intent, when it has one, follows it: its price becomes the
+    stop's and its qty what the stop covers plus what of it already filled, so
+    what reads the intent (a fill's bookkeeping, the store's intents, a resend)
+    sees the order as it rests. Raises ``BadInput`` for an impossible price or qty.
+    """
     if stop is not None:
         _check_price(stop.price, "stop price")
         _check_qty(stop.qty, "stop qty")
     if stop == state.stop:
         return state
-    return _bump(state, stop=stop)
+    intents = state.intents if stop is None else _follow_stop(state.intents, stop)
+    return _bump(state, stop=stop, intents=intents)
+
+
+def _follow_stop(intents: tuple[Intent, ...], stop: StopOrder) -> tuple[Intent, ...]:
+    """Return ``intents`` with the one of ``stop`` sized and priced as ``stop``."""
+    for index, intent in enumerate(intents):
+        if intent.client_order_id != stop.client_order_id:
+            continue
+        qty = intent.filled_qty + stop.qty
+        if abs(intent.qty - qty) < _EPS and intent.price == stop.price:
+            return intents
+        moved = msgspec.structs.replace(intent, qty=qty, price=stop.price)
+        return (*intents[:index], moved, *intents[index + 1 :])
+    return intents
 
 
 def _vwap(fills: tuple[Fill, ...]) -> float | None:

@@ -33,7 +33,7 @@ from runtime.failpoint import failpoint
 if TYPE_CHECKING:
     from actors.position import PositionActor
 
-__all__ = ["OrderDesk", "intent_row"]
+__all__ = ["OrderDesk", "intent_row", "stop_intent_writes"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +51,21 @@ def intent_row(symbol: str, intent: Intent) -> IntentRow:
         created_at=intent.created_at,
         order_id=intent.order_id,
     )
+
+
+def stop_intent_writes(symbol: str, before: PositionState, after: PositionState) -> list[Write]:
+    """Return the write of the stop's intent when ``after`` resized or moved it from ``before``.
+
+    ``model.set_stop`` keeps the intent in step with the stop; this keeps the
+    store's intents table in step with the intent, in the same commit.
+    """
+    stop = after.stop
+    if stop is None:
+        return []
+    intent = after.intent(stop.client_order_id)
+    if intent is None or intent == before.intent(stop.client_order_id):
+        return []
+    return [PutIntent(intent_row(symbol, intent))]
 
 
 def _request(symbol: str, intent: Intent) -> OrderRequest:
@@ -185,15 +200,24 @@ class OrderDesk:
         if stop is None or stop.order_id is None or stop.status == _FILLED or not allowed:
             return
         planned = msgspec.structs.replace(stop, price=price, qty=qty, status="replacing")
-        await actor._commit(model.set_stop(actor.state, planned), [])
+        await self._commit_stop(planned)
         await self._replace(stop, planned)
 
-    def plan_resize(self, state: PositionState) -> tuple[PositionState, StopOrder | None]:
+    async def _commit_stop(self, stop: StopOrder) -> None:
+        """Commit ``stop`` as the actor's stop, its intent (and the intent's row) with it."""
+        actor = self.actor
+        state = model.set_stop(actor.state, stop)
+        await actor._commit(state, stop_intent_writes(actor.symbol, actor.state, state))
+
+    def plan_resize(
+        self, state: PositionState
+    ) -> tuple[PositionState, StopOrder | None, list[Write]]:
         """After a fill: the stop resized to the position, recorded as "replacing".
 
-        Return ``state`` with the planned stop and the stop as it rests at the
-        broker now (None and ``state`` unchanged when nothing needs to move).
-        The caller commits the plan, then calls ``send_stop_move``.
+        Return ``state`` with the planned stop, the stop as it rests at the
+        broker now and the write of its resized intent (None, ``state``
+        unchanged and no write when nothing needs to move). The caller commits
+        the plan and the write, then calls ``send_stop_move``.
         """
         stop = state.stop
         qty = abs(state.qty)
@@ -204,23 +228,25 @@ class OrderDesk:
             or state.is_flat
             or abs(stop.qty - qty) < 1e-9
         ):
-            return state, None
+            return state, None, []
         planned = msgspec.structs.replace(stop, qty=qty, status="replacing")
-        return model.set_stop(state, planned), stop
+        resized = model.set_stop(state, planned)
+        return resized, stop, stop_intent_writes(self.actor.symbol, state, resized)
 
     async def send_stop_move(self, resting: StopOrder) -> None:
         """Send the committed stop move of ``plan_resize``; ``resting`` is the stop it replaces.
 
         When trading stopped while the plan was committed, nothing is sent and
-        the resting stop is kept (a crash there leaves "replacing" on disk,
-        which reconciliation settles from the broker's order).
+        the resting stop is kept, committed with its intent as it was (a crash
+        before that leaves "replacing" on disk, which reconciliation settles
+        from the broker's order).
         """
         actor = self.actor
         planned = actor.state.stop
         if planned is None or planned.status != "replacing":
             return
         if not actor.trading_allowed:
-            actor._adopt(model.set_stop(actor.state, resting))
+            await self._commit_stop(resting)
             return
         await self._replace(resting, planned)
 
@@ -237,7 +263,7 @@ class OrderDesk:
             # Refused: the stop may have filled or gone meanwhile. Only one the venue
             # still holds open (or cannot tell about) is put back as resting.
             if not await self._settle_gone(resting):
-                await actor._commit(model.set_stop(actor.state, resting), [])
+                await self._commit_stop(resting)
             return
         live = msgspec.structs.replace(planned, order_id=order.order_id, status="live")
         actor._adopt(model.set_stop(actor.state, live))

@@ -508,7 +508,8 @@ class PositionActor(Actor[PositionMsg]):
         resting = None  # the stop as it rests at the broker, when this fill resizes it
         if act and stop_intent is None and self._may_trade(state):
             # Write-ahead in the fill's own transaction: one commit, not two.
-            state, resting = self.desk.plan_resize(state)
+            state, resting, more = self.desk.plan_resize(state)
+            writes.extend(more)
         if intent is not None and state.intent(ex.client_order_id) is None:
             writes.append(ResolveIntent(ex.client_order_id, "filled", ex.order_id))
         failpoint("after_fill_before_commit")

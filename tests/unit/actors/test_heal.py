@@ -13,13 +13,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from actors.messages import Reconcile, ReconcileOutcome
+from actors.messages import FillAck, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
 from actors.snapshot import decode_snapshot, encode_snapshot
 from actors.state import SCHEMA_VERSION
 from bench._world import ACCOUNT, DAY, InstantVenue, Member, context, population, ring_of
-from brokers.base import BrokerPosition
-from persistence import SnapshotRow, SqliteStore, open_store
+from brokers.base import BrokerPosition, Execution, Side
+from persistence import PutIntent, SnapshotRow, SqliteStore, open_store
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
@@ -99,3 +99,49 @@ async def test_a_drift_is_written_before_the_stop_follows_it(store: SqliteStore)
         (row,) = (await store.load_snapshots()).rows
         stored, _ = decode_snapshot(row.blob, row.schema_version, member.symbol, 240)
         assert stored.qty == 60.0, "the broker's quantity is durable"
+
+
+async def test_a_stop_resized_to_a_drift_takes_its_intent_along(store: SqliteStore) -> None:
+    """Recovery's resize writes the stop's intent with it; the stop's fill then settles it.
+
+    A stale 100-share intent for the 60-share stop outlived the stop's whole fill,
+    pending here and in the store with the position flat.
+    """
+    (member,) = population(1, LAST_OPEN, templates=1)
+    venue = _venue_holding(member)
+    await store.commit([PutIntent(row) for row in member.held.intents])
+    smaller = msgspec.structs.replace(member.held.position, qty=60.0)
+    stop = member.held.stop
+    async with Supervisor(name="test") as sup:
+        actor = _actor(store, venue, member)
+        await sup.start(actor)
+
+        await actor.ask(_boot_request(member, smaller))
+
+        assert venue.orders[stop.order_id].qty == 60.0
+        intent = actor.state.intent(stop.client_order_id)
+        assert intent is not None
+        assert intent.qty == 60.0
+        (row,) = await store.pending_intents()
+        assert (row.client_order_id, row.qty) == (stop.client_order_id, 60.0)
+
+        ack = await actor.ask(
+            OnExecution(
+                Execution(
+                    exec_id="S-1",
+                    order_id=stop.order_id,
+                    client_order_id=stop.client_order_id,
+                    symbol=member.symbol,
+                    side=Side.SELL,
+                    qty=60.0,
+                    price=stop.stop_price or 0.0,
+                    ts=venue.market_time,
+                )
+            )
+        )
+
+        assert isinstance(ack, FillAck)
+        assert ack.applied
+        assert actor.state.is_flat
+        assert actor.state.intents == ()
+        assert await store.pending_intents() == []

@@ -292,6 +292,33 @@ def test_set_stop_records_valid_stops_only() -> None:
             model.set_stop(state, bad)
 
 
+def test_the_stops_intent_follows_the_stop_it_placed() -> None:
+    state, intent = model.begin_order(
+        long_position(),
+        kind=IntentKind.STOP,
+        side=Side.SELL,
+        qty=100,
+        now=OPEN,
+        tag="stop1",
+        order_type=OrderType.STOP,
+        price=95.0,
+    )
+    stop = StopOrder(client_order_id=intent.client_order_id, side=Side.SELL, price=95.0, qty=100)
+    state = model.set_stop(state, stop)
+    state = model.apply_fill(
+        state, sell("s1", 30, 95.0, client_order_id=intent.client_order_id)
+    ).state
+
+    moved = model.set_stop(state, msgspec.structs.replace(stop, price=100.0, qty=70))
+
+    followed = moved.intent(intent.client_order_id)
+    assert followed is not None
+    assert (followed.qty, followed.filled_qty, followed.price) == (100, 30, 100.0)
+    other = StopOrder(client_order_id="not-an-intent", side=Side.SELL, price=96.0, qty=70)
+    assert model.set_stop(moved, other).intents == moved.intents
+    assert model.set_stop(moved, None).intents == moved.intents
+
+
 # -- day rollover ---------------------------------------------------------------------------
 
 

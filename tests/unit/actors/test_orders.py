@@ -18,6 +18,7 @@ import pytest
 from actors import model
 from actors.bars import BarRing
 from actors.messages import FillAck, FlattenNow, OnExecution, Reconcile, ReconcileOutcome
+from actors.orders import intent_row
 from actors.position import PositionActor
 from actors.snapshot import encode_snapshot
 from actors.state import SCHEMA_VERSION, IntentKind, PositionState, StopOrder
@@ -31,7 +32,7 @@ from brokers.base import (
     OrderType,
     Side,
 )
-from persistence import SnapshotRow, SqliteStore, open_store
+from persistence import PutIntent, SnapshotRow, SqliteStore, open_store
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
@@ -114,6 +115,19 @@ def _stop_fill(stop: Order) -> Execution:
     )
 
 
+def _boot(resting: Order) -> Reconcile:
+    """Return the boot heal of the 50 shares held with ``resting`` (the stop) at the venue."""
+    return Reconcile(
+        position=BrokerPosition(SYMBOL, 50.0, 100.0),
+        open_orders=(resting,),
+        heal=True,
+        dry_run=False,
+        restore_stop=True,
+        orphan_mode="adopt",
+        mode="boot",
+    )
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     opened = await open_store(tmp_path / "orders.db", ACCOUNT)
@@ -136,17 +150,7 @@ async def test_a_replace_refused_because_the_stop_filled_leaves_no_live_stop_beh
         actor = PositionActor(SYMBOL, context(store, venue, alerts=alerts), row)
         await sup.start(actor)
 
-        outcome = await actor.ask(
-            Reconcile(
-                position=BrokerPosition(SYMBOL, 50.0, 100.0),
-                open_orders=(resting,),
-                heal=True,
-                dry_run=False,
-                restore_stop=True,
-                orphan_mode="adopt",
-                mode="boot",
-            )
-        )
+        outcome = await actor.ask(_boot(resting))
         assert isinstance(outcome, ReconcileOutcome)
         stop = actor.state.stop
         assert stop is None or stop.status != "live", "a filled stop is not resurrected as live"
@@ -199,3 +203,37 @@ async def test_a_stop_the_venue_reports_filled_is_not_canceled_again_before_its_
         assert actor.state.stop is None
         assert actor.state.intent(resting.client_order_id) is None
         assert alerts.kinds.get("unprotected", 0) >= 1
+
+
+class RefusingVenue(InstantVenue):
+    """A venue that refuses to move a stop it still holds open."""
+
+    async def replace(self, order_id: str, *, stop_price: float, qty: float | None = None) -> Order:
+        raise OrderRejected(f"order {order_id} cannot be replaced now")
+
+
+async def test_a_refused_resize_puts_the_stop_and_its_intent_back_as_they_rest(
+    store: SqliteStore,
+) -> None:
+    venue = RefusingVenue()
+    venue.market_time = START
+    state, resting = _held_with_oversized_stop()
+    venue.orders[resting.order_id] = resting
+    venue.by_client[resting.client_order_id] = resting.order_id
+    stop_intent = state.intent(resting.client_order_id)
+    assert stop_intent is not None
+    await store.commit([PutIntent(intent_row(SYMBOL, stop_intent))])
+    async with Supervisor(name="test") as sup:
+        actor = PositionActor(SYMBOL, context(store, venue), _row(state))
+        await sup.start(actor)
+
+        await actor.ask(_boot(resting))
+
+        stop = actor.state.stop
+        assert stop is not None
+        assert (stop.qty, stop.status) == (100.0, "live"), "the venue still holds 100"
+        intent = actor.state.intent(resting.client_order_id)
+        assert intent is not None
+        assert intent.qty == 100.0
+        (row,) = await store.pending_intents()
+        assert (row.client_order_id, row.qty) == (resting.client_order_id, 100.0)

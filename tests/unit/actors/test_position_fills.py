@@ -212,3 +212,42 @@ async def test_a_closing_fill_whose_commit_fails_stores_neither_fill_nor_trade(
             assert len(await store.closed_trades()) == 1
     finally:
         await store.close()
+
+
+async def test_a_stop_an_entry_fill_resizes_takes_its_intent_along_written_ahead(
+    store: SqliteStore,
+) -> None:
+    """The stop's intent is the order as the venue holds it: a resize changes its qty too.
+
+    A stale intent (10 shares for a 20-share stop) read as done after the first 10
+    filled: the stop was dropped here while 10 shares of it still rested there.
+    """
+    venue, alerts = InstantVenue(), CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _loaded(store, venue, alerts)
+        await sup.start(actor)
+        await actor.ask(OnExecution(_fill(actor, "X-1", 10.0)))  # the stop: 10 shares
+        stop = actor.state.stop
+        assert stop is not None
+        before = store.transactions
+
+        await actor.ask(OnExecution(_fill(actor, "X-2", 10.0)))  # resized to 20
+
+        assert store.transactions == before + 1, "the intent goes with the resize's commit"
+        intent = actor.state.intent(stop.client_order_id)
+        assert intent is not None
+        assert intent.qty == 20.0
+        rows = {row.client_order_id: row for row in await store.pending_intents()}
+        assert rows[stop.client_order_id].qty == 20.0
+        assert rows[stop.client_order_id].price == stop.price
+
+        await actor.ask(OnExecution(_stop_fill(actor, "S-1", 10.0, 99.4)))
+
+        assert actor.state.qty == 10.0
+        left = actor.state.stop
+        assert left is not None, "10 of the 20-share stop still rest at the venue"
+        assert left.client_order_id == stop.client_order_id
+        tracked = actor.state.intent(stop.client_order_id)
+        assert tracked is not None
+        assert (tracked.qty, tracked.filled_qty) == (20.0, 10.0)
+        assert "unprotected" not in alerts.kinds
