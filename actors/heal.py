@@ -201,6 +201,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
         )
 
     now = actor.ctx.clock.now()
+    held_side = state.side
     old_stop_price = state.stop.price if state.stop is not None else state.planned_stop
     writes: list[Write] = []
     actions: list[str] = []
@@ -232,7 +233,17 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
                 f"adopted, policy {msg.orphan_mode}",
             )
         case Finding.DRIFT:
+            old_stop = state.stop
             state = model.override_quantity(state, plan.broker_qty, plan.broker_avg)
+            if old_stop is not None and state.stop is None:
+                # The broker holds the other side: the old side's stop, still resting,
+                # would add to it when it triggers. Canceled once this is durable.
+                leftovers = [
+                    o for o in msg.open_orders if o.client_order_id == old_stop.client_order_id
+                ]
+                for order in leftovers:
+                    state = model.resolve_intent(state, order.client_order_id, done=True)
+                    writes.append(ResolveIntent(order.client_order_id, "canceled", order.order_id))
             actions.append(
                 f"broker override qty {plan.local_qty}->{plan.broker_qty}"
                 f" avg {plan.local_avg}->{plan.broker_avg}"
@@ -254,6 +265,10 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
                         writes.append(
                             ResolveIntent(order.client_order_id, "canceled", order.order_id)
                         )
+    if state.side is not held_side:
+        # Now on another side (an orphan, a drift past zero): the stop price of the side
+        # held before protects nothing; only a plan the model kept for this side does.
+        old_stop_price = state.planned_stop
     if plan.finding is not Finding.OK or msg.mode != "periodic":
         # Outside a periodic run nothing streams while we heal, so the broker's
         # quantities already hold these trades; in a periodic run only a

@@ -356,6 +356,8 @@ def _extremes(state: PositionState, avg: float) -> tuple[float, float]:
 
 
 _EXIT_REASONS = frozenset(r.value for r in ExitReason)
+# What a position is traded by; planned for one side, void on the other.
+_NO_PLAN: dict[str, object] = {"targets": (), "planned_stop": None}
 
 
 def _exit_reason(intent: Intent | None) -> str:
@@ -545,6 +547,9 @@ def closed_externally(applied: Applied) -> Applied:
 def override_quantity(state: PositionState, qty: float, avg_price: float) -> PositionState:
     """Let the broker's open quantity and average price override ours (reconciliation).
 
+    When the broker holds the other side, the targets, planned stop and stop of
+    the side held here are dropped: they protect and take profit for a position
+    that is gone, and read for the new side they would trade it at once.
     Raises ``BadInput`` for a non-finite or zero ``qty`` (a position the broker
     no longer holds is closed with ``close_externally``, which records the
     trade) or an impossible ``avg_price``.
@@ -554,6 +559,8 @@ def override_quantity(state: PositionState, qty: float, avg_price: float) -> Pos
     _check_price(avg_price, "broker avg price")
     if abs(state.qty - qty) < _EPS and abs(state.avg_price - avg_price) < 1e-6:
         return state
+    if state.qty * qty < 0:
+        return _bump(state, qty=qty, avg_price=avg_price, stop=None, **_NO_PLAN)
     return _bump(state, qty=qty, avg_price=avg_price)
 
 
@@ -591,10 +598,18 @@ def close_externally(
 def adopt(
     state: PositionState, qty: float, avg_price: float, at: datetime, mode: Mode
 ) -> PositionState:
-    """Adopt an orphan (open at the broker, unknown here) with origin ``recovered``."""
+    """Adopt an orphan (open at the broker, unknown here) with origin ``recovered``.
+
+    The targets and planned stop recorded with an entry still in flight stay
+    only when the orphan is on that entry's side; otherwise they were planned
+    for another position and are dropped. Raises ``BadInput`` for an
+    impossible ``qty`` or ``avg_price``.
+    """
     _check_price(avg_price, "orphan avg price")
     if not math.isfinite(qty) or qty == 0:
         raise BadInput(f"orphan qty {qty!r} must be non-zero and finite")
+    entry_sides = [i.side for i in state.intents if i.kind is IntentKind.ENTRY]
+    plan = {} if any(side.sign * qty > 0 for side in entry_sides) else _NO_PLAN
     return _bump(
         state,
         qty=qty,
@@ -604,4 +619,5 @@ def adopt(
         mode=mode,
         trade_high=avg_price,
         trade_low=avg_price,
+        **plan,
     )

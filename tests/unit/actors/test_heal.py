@@ -13,12 +13,21 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from actors.messages import FillAck, OnExecution, Reconcile, ReconcileOutcome
+from actors.messages import FillAck, OnBar, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
 from actors.snapshot import decode_snapshot, encode_snapshot
 from actors.state import SCHEMA_VERSION
-from bench._world import ACCOUNT, DAY, InstantVenue, Member, context, population, ring_of
-from brokers.base import BrokerPosition, Execution, Side
+from bench._world import (
+    ACCOUNT,
+    DAY,
+    CountingAlerts,
+    InstantVenue,
+    Member,
+    context,
+    population,
+    ring_of,
+)
+from brokers.base import Bar, BrokerPosition, Execution, OrderStatus, Side
 from persistence import PutIntent, SnapshotRow, SqliteStore, open_store
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
@@ -44,11 +53,16 @@ def _venue_holding(member: Member) -> InstantVenue:
     return venue
 
 
-def _actor(store: SqliteStore, venue: InstantVenue, member: Member) -> PositionActor:
+def _actor(
+    store: SqliteStore,
+    venue: InstantVenue,
+    member: Member,
+    alerts: CountingAlerts | None = None,
+) -> PositionActor:
     state = member.held.state
     blob = encode_snapshot(state, ring_of(member))
     row = SnapshotRow(member.symbol, blob, SCHEMA_VERSION, state.seq, LAST_OPEN)
-    return PositionActor(member.symbol, context(store, venue), row)
+    return PositionActor(member.symbol, context(store, venue, alerts=alerts), row)
 
 
 def _boot_request(member: Member, position: BrokerPosition) -> Reconcile:
@@ -145,3 +159,51 @@ async def test_a_stop_resized_to_a_drift_takes_its_intent_along(store: SqliteSto
         assert actor.state.is_flat
         assert actor.state.intents == ()
         assert await store.pending_intents() == []
+
+
+async def test_a_drift_to_the_other_side_drops_the_old_sides_plan_and_stop(
+    store: SqliteStore,
+) -> None:
+    """The broker holds the other side: the long's targets, stop and stop price are void.
+
+    Kept, the long's targets read for the short were reached at once (a "target"
+    exit on the next bar), its stop price was restored as the short's stop (a buy
+    stop under the market, filling at once), and its sell stop, resized, would add
+    to the short. Now the short rests unprotected, alerted, and the sell stop goes.
+    """
+    (member,) = population(1, LAST_OPEN, templates=1)
+    venue, alerts = _venue_holding(member), CountingAlerts()
+    await store.commit([PutIntent(row) for row in member.held.intents])
+    held = member.held
+    assert held.state.targets, "the long has its targets"
+    short = msgspec.structs.replace(held.position, qty=-40.0)
+    stop = held.stop
+    async with Supervisor(name="test") as sup:
+        actor = _actor(store, venue, member, alerts)
+        await sup.start(actor)
+
+        outcome = await actor.ask(_boot_request(member, short))
+
+        assert isinstance(outcome, ReconcileOutcome)
+        assert outcome.finding == "drift"
+        state = actor.state
+        assert state.qty == -40.0
+        assert (state.targets, state.planned_stop, state.stop) == ((), None, None)
+        assert venue.orders[stop.order_id].status is OrderStatus.CANCELED
+        assert venue.submitted == 0, "no stop placed at the long's stop price"
+        assert state.intents == ()
+        assert await store.pending_intents() == []
+        assert alerts.kinds.get("unprotected") == 1
+        last = ring_of(member).close(0)
+        bar = Bar(
+            symbol=member.symbol,
+            ts=LAST_OPEN + timedelta(minutes=1),
+            open=last,
+            high=last * 1.001,
+            low=last * 0.999,
+            close=last,
+            volume=1e3,
+        )
+        await actor.ask(OnBar(bar))
+        assert venue.submitted == 0, "no exit on the long's targets"
+        assert actor.state.intents == ()

@@ -12,7 +12,9 @@ from actors.state import (
     ExitReason,
     Mode,
     Origin,
+    StopOrder,
 )
+from brokers.base import Side
 from tests.unit.actors._actor_kit import (
     DAY,
     SYMBOL,
@@ -20,6 +22,7 @@ from tests.unit.actors._actor_kit import (
     at,
     bar,
     buy,
+    enter,
     long_position,
     only_trade,
     position_state,
@@ -89,6 +92,19 @@ def test_the_broker_overrides_quantity_and_average_price() -> None:
     assert model.override_quantity(new, 80, 10.25) is new
 
 
+def test_an_override_to_the_other_side_drops_the_old_sides_plan_and_stop() -> None:
+    stop = StopOrder(client_order_id="s1", side=Side.SELL, price=9.5, qty=100)
+    planned = {"targets": (10.5, 11.0), "planned_stop": 9.5, "stop": stop}
+    state = msgspec.structs.replace(long_position(100, 10.0), **planned)
+
+    smaller = model.override_quantity(state, 60, 10.0)
+    flipped = model.override_quantity(state, -50, 9.8)
+
+    assert (smaller.targets, smaller.planned_stop, smaller.stop) == ((10.5, 11.0), 9.5, stop)
+    assert (flipped.qty, flipped.avg_price) == (-50, 9.8)
+    assert (flipped.targets, flipped.planned_stop, flipped.stop) == ((), None, None)
+
+
 @pytest.mark.parametrize(("qty", "avg"), [(0.0, 10.0), (math.nan, 10.0), (50.0, math.nan)])
 def test_an_override_that_cannot_be_real_is_refused(qty: float, avg: float) -> None:
     with pytest.raises(model.BadInput):
@@ -144,6 +160,27 @@ def test_an_orphan_is_adopted_as_recovered() -> None:
     assert (new.qty, new.avg_price, new.opened_at) == (-30, 55.0, at(2))
     assert (new.origin, new.mode) == (Origin.RECOVERED, Mode.WATCH)
     assert (new.trade_high, new.trade_low) == (55.0, 55.0)
+
+
+@pytest.mark.parametrize(("qty", "kept"), [(30.0, True), (-30.0, False)])
+def test_an_orphan_keeps_the_plan_of_an_entry_in_flight_only_on_its_side(
+    qty: float, kept: bool
+) -> None:
+    state, _ = enter(position_state(), side=Side.BUY)
+    state = msgspec.structs.replace(state, targets=(102.0, 103.0), planned_stop=100.0)
+
+    new = model.adopt(state, qty, 101.5, at(2), Mode.MANAGED)
+
+    plan = ((102.0, 103.0), 100.0) if kept else ((), None)
+    assert (new.targets, new.planned_stop) == plan
+
+
+def test_an_orphan_takes_no_plan_left_by_an_entry_no_longer_in_flight() -> None:
+    state = msgspec.structs.replace(position_state(), targets=(102.0, 103.0), planned_stop=100.0)
+
+    new = model.adopt(state, 30.0, 101.5, at(2), Mode.MANAGED)
+
+    assert (new.targets, new.planned_stop) == ((), None)
 
 
 @pytest.mark.parametrize(("qty", "avg"), [(0.0, 10.0), (math.inf, 10.0), (10.0, 0.0)])

@@ -7,6 +7,7 @@ once (the benchmarks' stand-in for a remote venue); the store is a real file.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -17,12 +18,12 @@ import pytest
 
 from actors import model
 from actors.bars import BarRing
-from actors.messages import FillAck, OnExecution
+from actors.messages import FillAck, OnBar, OnExecution
 from actors.position import PositionActor
 from actors.snapshot import decode_snapshot, encode_snapshot
-from actors.state import SCHEMA_VERSION, PositionState
+from actors.state import SCHEMA_VERSION, IntentKind, PositionState
 from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
-from brokers.base import Execution, Side
+from brokers.base import Bar, Execution, Side
 from persistence import PutExecution, SnapshotRow, SqliteStore, open_store
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
@@ -251,3 +252,65 @@ async def test_a_stop_an_entry_fill_resizes_takes_its_intent_along_written_ahead
         assert tracked is not None
         assert (tracked.qty, tracked.filled_qty) == (20.0, 10.0)
         assert "unprotected" not in alerts.kinds
+
+
+def _bar(minutes: int, low: float, high: float) -> Bar:
+    """Return the one-minute bar ``minutes`` after START, trading from ``low`` to ``high``."""
+    ts = START + timedelta(minutes=minutes)
+    return Bar(symbol=SYMBOL, ts=ts, open=high, high=high, low=low, close=low, volume=1e3)
+
+
+async def test_a_stop_fill_past_zero_leaves_the_short_out_of_the_longs_targets(
+    store: SqliteStore,
+) -> None:
+    """The remainder rests unprotected (alerted), not traded against the long's targets.
+
+    The long's targets (101, 102) read for a short are reached at once (any low
+    under 102): a target exit would buy the short back on the next bar.
+    """
+    venue, alerts = InstantVenue(), CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _loaded(store, venue, alerts)
+        await sup.start(actor)
+        await actor.ask(OnExecution(_fill(actor, "X-1", 30.0)))  # long 30, stop placed
+
+        await actor.ask(OnExecution(_stop_fill(actor, "S-1", 45.0, 99.4)))
+
+        state = actor.state
+        assert state.qty == -15.0
+        assert (state.targets, state.planned_stop, state.stop) == ((), None, None)
+        assert alerts.kinds.get("unprotected") == 1
+        submitted = venue.submitted
+        venue.last[SYMBOL] = 99.0
+        await actor.ask(OnBar(_bar(6, 98.9, 99.2)))
+        assert venue.submitted == submitted, "no order on the long's targets"
+        assert actor.state.intents == ()
+
+
+async def test_an_orphan_opened_against_the_entry_in_flight_takes_none_of_its_targets(
+    store: SqliteStore,
+) -> None:
+    """A hand sell while our long entry is in flight opens a short, adopted to be managed:
+    the entry's long targets are not its own, so it is not bought back as "target"."""
+    venue, alerts = InstantVenue(fill_market_orders=False), CountingAlerts()
+    venue.market_time = START
+    state = _entry_in_flight(30.0)
+    row = SnapshotRow(
+        SYMBOL, encode_snapshot(state, BarRing(SYMBOL, 240)), SCHEMA_VERSION, state.seq, START
+    )
+    ctx = dataclasses.replace(context(store, venue, alerts=alerts), orphan_policy="manage")
+    hand_sell = Execution("H-1", "HO-1", "by-hand", SYMBOL, Side.SELL, 50.0, 99.5, START)
+    async with Supervisor(name="test") as sup:
+        actor = PositionActor(SYMBOL, ctx, row)
+        await sup.start(actor)
+
+        ack = await actor.ask(OnExecution(hand_sell))
+
+        assert isinstance(ack, FillAck)
+        assert ack.external == "opened"
+        assert actor.state.qty == -50.0
+        assert (actor.state.targets, actor.state.planned_stop) == ((), None)
+        await actor.ask(OnBar(_bar(1, 99.0, 99.6)))
+        exits = [i for i in actor.state.intents if i.kind is not IntentKind.ENTRY]
+        assert exits == [], "no exit on the long entry's targets"
+        assert venue.submitted == 0
