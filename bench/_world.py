@@ -38,6 +38,7 @@ from brokers.base import (
     Execution,
     Order,
     OrderNotFound,
+    OrderRejected,
     OrderRequest,
     OrderStatus,
     OrderType,
@@ -338,9 +339,18 @@ class InstantVenue:
         return None if order_id is None else self.orders[order_id]
 
     async def cancel(self, order_id: str) -> None:
+        """Cancel an open order, as the sim venue does: canceling a canceled order does nothing.
+
+        Raises ``OrderNotFound`` for an unknown id and ``OrderRejected`` for an
+        order that is done otherwise (filled).
+        """
         order = self.orders.get(order_id)
         if order is None:
             raise OrderNotFound(order_id)
+        if order.status is OrderStatus.CANCELED:
+            return
+        if not order.status.is_open:
+            raise OrderRejected(f"order {order_id} is {order.status}, it cannot be canceled")
         self.orders[order_id] = msgspec.structs.replace(order, status=OrderStatus.CANCELED)
 
     async def replace(self, order_id: str, *, stop_price: float, qty: float | None = None) -> Order:
