@@ -119,7 +119,5 @@ def decode_snapshot(
         try:
             ring = BarRing.from_bytes(symbol, bars, capacity)
         except ValueError as exc:
-            raise BarsError(
-                f"bar buffer of {symbol} cannot be decoded: {exc}", snap.state
-            ) from exc
+            raise BarsError(f"bar buffer of {symbol} cannot be decoded: {exc}", snap.state) from exc
     return snap.state, ring

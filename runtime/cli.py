@@ -161,11 +161,7 @@ async def _cmd_confirm(args: argparse.Namespace, state_dir: Path) -> int:
         await store.close()
     row = next((r for r in loaded.rows if r.symbol == args.symbol), None)
     try:
-        state = (
-            None
-            if row is None
-            else decode_state(row.blob, row.schema_version, row.symbol)
-        )
+        state = None if row is None else decode_state(row.blob, row.schema_version, row.symbol)
     except SnapshotError as exc:
         print(f"stalwart confirm: {exc}", file=sys.stderr)
         return EXIT_USAGE
