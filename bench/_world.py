@@ -10,12 +10,17 @@ fill durability): a real venue's latency is spent waiting, not on the trader's
 event loop, whereas the embedded sim venue saves its whole book to disk on
 every order, which would put the venue's own cost on the trader's loop.
 Market orders fill at once at the last price the venue saw; stops rest and
-never trigger. Recovery uses the real in-process sim venue.
+never trigger by themselves (a test fills them, all or part, with
+``fill_resting``). Where it refuses a request (a cancel or a replace of an order
+that is done, a replace at or below the filled qty) it refuses as the sim
+venue does, with the same exceptions. Recovery uses the real in-process sim
+venue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import struct
 from array import array
@@ -70,6 +75,11 @@ DAY = date(2026, 1, 6)  # a Tuesday
 BAR_SECONDS = 60
 CAPACITY = 240
 _FIELDS = 6
+_EPS = 1e-9  # the sim venue's quantity tolerance
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def symbols(n: int) -> list[str]:
@@ -354,15 +364,81 @@ class InstantVenue:
         self.orders[order_id] = msgspec.structs.replace(order, status=OrderStatus.CANCELED)
 
     async def replace(self, order_id: str, *, stop_price: float, qty: float | None = None) -> Order:
+        """Move a resting stop and set its total qty (``None`` keeps it), as the sim venue does.
+
+        ``qty`` is the order's new total, what already filled included. Raises
+        ``OrderNotFound`` for an unknown id and ``OrderRejected`` for an order that
+        is not an open stop (filled, canceled, another type), a stop price that is
+        not a positive number, or a qty at or below the filled qty.
+        """
         order = self.orders.get(order_id)
         if order is None:
             raise OrderNotFound(order_id)
+        if order.type is not OrderType.STOP or not order.status.is_open:
+            raise OrderRejected(
+                f"order {order_id} is not a resting stop ({order.type}, {order.status})"
+            )
+        if not _positive(stop_price):
+            raise OrderRejected(f"stop_price {stop_price!r} is not a positive number")
+        total = order.qty if qty is None else float(qty)
+        if not _positive(total) or total <= order.filled_qty + _EPS:
+            raise OrderRejected(
+                f"qty {qty!r} must be a number above the filled qty {order.filled_qty}"
+            )
         self.replaced += 1
         order = msgspec.structs.replace(
-            order, stop_price=stop_price, qty=order.qty if qty is None else qty
+            order, stop_price=stop_price, qty=total, updated_at=self.market_time
         )
         self.orders[order_id] = order
         return order
+
+    async def fill_resting(self, order_id: str, qty: float, price: float) -> Execution:
+        """Test control: fill ``qty`` of a resting order at ``price`` (the market reached it).
+
+        A real venue may fill a stop in parts; this fills what it is told, all
+        or part of what rests. The position moves, the order's filled qty and
+        status follow, and the execution is returned (and queued as an event).
+        Raises ``OrderNotFound`` for an unknown id and ``OrderRejected`` for an
+        order that is done or a qty that is not positive or above what rests.
+        """
+        order = self.orders.get(order_id)
+        if order is None:
+            raise OrderNotFound(order_id)
+        if not order.status.is_open:
+            raise OrderRejected(f"order {order_id} is {order.status}, it cannot fill")
+        resting = order.qty - order.filled_qty
+        if not _positive(qty) or qty > resting + _EPS:
+            raise OrderRejected(
+                f"fill of {qty!r}: {resting} of order {order_id} rest, so a fill is above 0 "
+                f"and at most {resting}"
+            )
+        if not _positive(price):
+            raise OrderRejected(f"price {price!r} is not a positive number")
+        filled = order.filled_qty + qty
+        done = filled >= order.qty - _EPS
+        avg = ((order.avg_fill_price or 0.0) * order.filled_qty + price * qty) / filled
+        self.orders[order_id] = msgspec.structs.replace(
+            order,
+            filled_qty=order.qty if done else filled,
+            avg_fill_price=avg,
+            status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED,
+            updated_at=self.market_time,
+        )
+        held = self.positions_by_symbol.get(order.symbol, 0.0)
+        self.positions_by_symbol[order.symbol] = held + signed(order.side, qty)
+        self._seq += 1
+        execution = Execution(
+            exec_id=f"IVX-{self._seq}",
+            order_id=order_id,
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=qty,
+            price=price,
+            ts=self.market_time,
+        )
+        self._events.put_nowait(execution)
+        return execution
 
     async def history(self, symbol: str, start: datetime, end: datetime) -> list[Bar]:
         return []
