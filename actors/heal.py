@@ -278,7 +278,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     state, intent_writes = await _settle_intents(actor, state, msg)
     writes.extend(intent_writes)
     if plan.broker_stop is not None and not state.is_flat:
-        stop = actor.stop_from_order(plan.broker_stop)
+        stop = model.stop_from_order(state, plan.broker_stop)
         if state.stop is None or _as_held(state.stop) != _as_held(stop):
             unattached, state = state, model.set_stop(state, stop)
             writes.extend(stop_intent_writes(actor.symbol, unattached, state))
@@ -313,9 +313,9 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     return msgspec.structs.replace(outcome, actions=tuple(actions))
 
 
-def _as_held(stop: StopOrder) -> tuple[str | None, float, float, str]:
+def _as_held(stop: StopOrder) -> tuple[str | None, float, float, float, str]:
     """Return what the broker says about a stop (our client order id stays ours)."""
-    return stop.order_id, stop.price, stop.qty, stop.status
+    return stop.order_id, stop.price, stop.qty, stop.filled_qty, stop.status
 
 
 def _is_ours(actor: PositionActor, client_order_id: str) -> bool:

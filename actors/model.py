@@ -33,7 +33,7 @@ from actors.state import (
     StopOrder,
     attempt_key,
 )
-from brokers.base import Bar, Execution, OrderType, Side, signed
+from brokers.base import Bar, Execution, Order, OrderType, Side, signed
 
 __all__ = [
     "APPLIED_IDS_KEPT",
@@ -55,6 +55,7 @@ __all__ = [
     "roll_day",
     "set_levels",
     "set_stop",
+    "stop_from_order",
 ]
 
 APPLIED_IDS_KEPT = 4096
@@ -305,14 +306,19 @@ def resolve_intent(
 def set_stop(state: PositionState, stop: StopOrder | None) -> PositionState:
     """Record the protective stop as it is (or is about to be) at the broker.
 
-    The stop's intent, when it has one, follows it: its price becomes the
-    stop's and its qty what the stop covers plus what of it already filled, so
-    what reads the intent (a fill's bookkeeping, the store's intents, a resend)
-    sees the order as it rests. Raises ``BadInput`` for an impossible price or qty.
+    ``stop.qty`` is what it is to cover (its open qty, see ``StopOrder``). The
+    stop's intent, when it has one, is the order's record: the stop takes its
+    filled qty from it, and the intent takes the stop's price and, as its qty,
+    the order's total (filled plus open), so what reads the intent (a fill's
+    bookkeeping, the store's intents, a resend) sees the order as it rests.
+    Raises ``BadInput`` for an impossible price or qty.
     """
     if stop is not None:
         _check_price(stop.price, "stop price")
         _check_qty(stop.qty, "stop qty")
+        intent = state.intent(stop.client_order_id)
+        if intent is not None and stop.filled_qty != intent.filled_qty:
+            stop = msgspec.structs.replace(stop, filled_qty=intent.filled_qty)
     if stop == state.stop:
         return state
     intents = state.intents if stop is None else _follow_stop(state.intents, stop)
@@ -320,16 +326,58 @@ def set_stop(state: PositionState, stop: StopOrder | None) -> PositionState:
 
 
 def _follow_stop(intents: tuple[Intent, ...], stop: StopOrder) -> tuple[Intent, ...]:
-    """Return ``intents`` with the one of ``stop`` sized and priced as ``stop``."""
+    """Return ``intents`` with the one of ``stop`` sized and priced as ``stop``'s order."""
     for index, intent in enumerate(intents):
         if intent.client_order_id != stop.client_order_id:
             continue
-        qty = intent.filled_qty + stop.qty
+        qty = stop.order_qty
         if abs(intent.qty - qty) < _EPS and intent.price == stop.price:
             return intents
         moved = msgspec.structs.replace(intent, qty=qty, price=stop.price)
         return (*intents[:index], moved, *intents[index + 1 :])
     return intents
+
+
+def stop_from_order(state: PositionState, order: Order) -> StopOrder:
+    """Return the stop that ``order`` (a stop resting at the broker) is, for ``state``.
+
+    The order's total less the fills applied here (those of its intent, or of
+    the stop already held for it) is what it covers: a fill the venue counts
+    on the order before its execution reached us is still in the position
+    here, so it is still open here too, and its execution moves it when it
+    arrives. When the venue's total is not above that count (a venue that
+    counts the order otherwise), what it says is open is taken.
+    """
+    intent = state.intent(order.client_order_id)
+    held = state.stop
+    if intent is not None:
+        filled = intent.filled_qty
+    elif held is not None and held.client_order_id == order.client_order_id:
+        filled = held.filled_qty
+    else:
+        filled = order.filled_qty
+    open_qty = order.qty - filled
+    if open_qty <= _EPS:
+        open_qty = order.qty - order.filled_qty
+    return StopOrder(
+        client_order_id=order.client_order_id,
+        side=order.side,
+        price=order.stop_price or 0.0,
+        qty=open_qty,
+        order_id=order.order_id,
+        status="live",
+        filled_qty=filled,
+    )
+
+
+def _fill_stop(stop: StopOrder | None, ex: Execution) -> StopOrder | None:
+    """Return ``stop`` after ``ex`` (None once nothing of it is open); others unchanged."""
+    if stop is None or stop.client_order_id != ex.client_order_id:
+        return stop
+    open_qty = stop.qty - ex.qty
+    if open_qty <= _EPS:
+        return None
+    return msgspec.structs.replace(stop, qty=open_qty, filled_qty=stop.filled_qty + ex.qty)
 
 
 def _vwap(fills: tuple[Fill, ...]) -> float | None:
@@ -434,7 +482,11 @@ def _track_intent(intents: tuple[Intent, ...], ex: Execution) -> tuple[Intent, .
 def apply_fill(state: PositionState, ex: Execution) -> Applied:
     """Apply one execution; a known ``exec_id`` changes nothing.
 
-    Raises ``WrongSymbol`` or ``BadInput`` (state unchanged).
+    A fill of the protective stop moves its shares from the stop's open qty to
+    its filled qty (the stop is gone once nothing of it is open), as the
+    intent's filled qty moves: what is left of the stop still covers what is
+    left of the position, with no resize. Raises ``WrongSymbol`` or
+    ``BadInput`` (state unchanged).
     """
     if ex.symbol != state.symbol:
         raise WrongSymbol(f"execution {ex.exec_id} for {ex.symbol} sent to {state.symbol}")
@@ -449,6 +501,7 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
     fill = Fill(exec_id=ex.exec_id, at=ex.ts, side=ex.side, qty=ex.qty, price=ex.price)
     applied = (*state.applied, ex.exec_id)[-APPLIED_IDS_KEPT:]
     intents = _track_intent(state.intents, ex)
+    stop = _fill_stop(state.stop, ex)
     delta = signed(ex.side, ex.qty)
     closed: list[ClosedTrade] = []
     partial: PartialExit | None = None
@@ -467,6 +520,7 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
             trade_low=ex.price,
             applied=applied,
             intents=intents,
+            stop=stop,
         )
         return Applied(state=new)
 
@@ -480,6 +534,7 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
             entries=(*state.entries, fill),
             applied=applied,
             intents=intents,
+            stop=stop,
             **_widen(state, ex.price),
         )
         return Applied(state=new)
@@ -509,6 +564,7 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
             exits=exits,
             partials=(*state.partials, partial),
             trade_realized=trade_realized,
+            stop=stop,
             **widened,
             **common,
         )

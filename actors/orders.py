@@ -182,7 +182,7 @@ class OrderDesk:
         return state, intent, [PutIntent(intent_row(self.actor.symbol, intent))]
 
     async def resize_stop(self, *, recovering: bool = False) -> None:
-        """Keep the resting stop's quantity equal to the position's.
+        """Keep the stop's open quantity (what of it has not filled) equal to the position's.
 
         ``recovering``: reconciliation resizes also while the actor is suspended
         (a reconnect), since a stop larger than the position would open one.
@@ -194,6 +194,11 @@ class OrderDesk:
         await self.move_stop(stop.price, qty, recovering=recovering)
 
     async def move_stop(self, price: float, qty: float, *, recovering: bool = False) -> None:
+        """Move the stop to ``price``, covering ``qty`` (its open qty, as ``StopOrder.qty``).
+
+        Written ahead as "replacing", then sent: the venue is asked for the
+        order's new total, what of it already filled plus ``qty``.
+        """
         actor = self.actor
         stop = actor.state.stop
         allowed = actor.may_protect if recovering else actor.trading_allowed
@@ -255,8 +260,9 @@ class OrderDesk:
         if resting.order_id is None:
             return
         try:
+            # The broker's qty is the order's new total: what of it filled stays filled.
             order = await actor.ctx.broker.replace(
-                resting.order_id, stop_price=planned.price, qty=planned.qty
+                resting.order_id, stop_price=planned.price, qty=planned.order_qty
             )
         except BrokerError as exc:
             _log.warning("%s: stop move to %s failed: %s", actor.symbol, planned.price, exc)

@@ -39,7 +39,7 @@ from actors.messages import (
 )
 from actors.orders import OrderDesk
 from actors.snapshot import BarsError, SnapshotError, decode_snapshot, encode_state
-from actors.state import SCHEMA_VERSION, IntentKind, Mode, PositionState, StopOrder
+from actors.state import SCHEMA_VERSION, IntentKind, Mode, PositionState
 from actors.strategy import (
     Action,
     Cancel,
@@ -482,11 +482,13 @@ class PositionActor(Actor[PositionMsg]):
         if act and intent is not None and intent.kind is IntentKind.ENTRY and not state.is_flat:
             state, stop_intent, more = self.desk.plan_stop(state)
             writes.extend(more)
+        # A fill of the stop held before: the model took it off the stop's open qty
+        # (and dropped the stop once nothing of it was open).
+        consumed = before.stop is not None and before.stop.client_order_id == ex.client_order_id
         stop = state.stop
-        consumed = stop is not None and stop.client_order_id == ex.client_order_id
         if (
             stop is not None
-            and consumed
+            and stop.client_order_id == ex.client_order_id
             and (
                 stop.status == "filled"
                 or (intent is not None and state.intent(ex.client_order_id) is None)
@@ -615,16 +617,6 @@ class PositionActor(Actor[PositionMsg]):
                 at=self.ctx.wall.now(),
                 symbol=self.symbol,
             )
-        )
-
-    def stop_from_order(self, order: Order) -> StopOrder:
-        return StopOrder(
-            client_order_id=order.client_order_id,
-            side=order.side,
-            price=order.stop_price or 0.0,
-            qty=order.qty - order.filled_qty,
-            order_id=order.order_id,
-            status="live",
         )
 
     def is_stop_order(self, order: Order) -> bool:

@@ -79,7 +79,17 @@ class PartialExit(msgspec.Struct, frozen=True):
 
 
 class StopOrder(msgspec.Struct, frozen=True):
-    """The protective stop; ``order_id`` is None until the broker acknowledged it."""
+    """The protective stop; ``order_id`` is None until the broker acknowledged it.
+
+    ``qty`` is the stop's open quantity: what of its order has not filled, which
+    is what it still protects and what is kept equal to the open position (a
+    resize, ``MoveStop`` and the status report speak of it). ``filled_qty`` is what
+    of the order has filled, by the executions applied here (a fill of the stop
+    moves shares from ``qty`` to ``filled_qty``). The order's total at the venue,
+    what a replace sends and what the stop's intent holds as its qty, is
+    ``order_qty``: filled plus open. A stop with an intent takes its filled qty
+    from the intent (``model.set_stop``), so the two never count apart.
+    """
 
     client_order_id: str
     side: Side
@@ -87,6 +97,12 @@ class StopOrder(msgspec.Struct, frozen=True):
     qty: float
     order_id: str | None = None
     status: str = "pending"  # pending, live, replacing, filled, canceled
+    filled_qty: float = 0.0
+
+    @property
+    def order_qty(self) -> float:
+        """Return the order's total qty at the venue: what filled plus what is open."""
+        return self.filled_qty + self.qty
 
 
 class Intent(msgspec.Struct, frozen=True):

@@ -259,7 +259,15 @@ class Broker(Protocol):
     async def cancel(self, order_id: str) -> None: ...
 
     async def replace(self, order_id: str, *, stop_price: float, qty: float | None = None) -> Order:
-        """Move a resting stop; return the order as it now rests."""
+        """Move a resting stop; return the order as it now rests.
+
+        ``qty`` (None keeps it) is the order's new total quantity, what of it
+        already filled included, as Alpaca's replace and IBKR's modify of
+        ``totalQuantity`` take it: a stop of 100 with 40 filled that is to cover
+        50 is sent 90. Raises ``OrderNotFound`` for an unknown order and
+        ``OrderRejected`` for one that is not an open stop or a ``qty`` at or
+        below its filled qty.
+        """
         ...
 
     async def history(self, symbol: str, start: datetime, end: datetime) -> list[Bar]: ...

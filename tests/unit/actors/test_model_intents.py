@@ -29,6 +29,7 @@ from tests.unit.actors._actor_kit import (
     buy,
     enter,
     long_position,
+    order,
     position_state,
     sell,
     short_position,
@@ -317,6 +318,103 @@ def test_the_stops_intent_follows_the_stop_it_placed() -> None:
     other = StopOrder(client_order_id="not-an-intent", side=Side.SELL, price=96.0, qty=70)
     assert model.set_stop(moved, other).intents == moved.intents
     assert model.set_stop(moved, None).intents == moved.intents
+
+
+def _long_100_with_stop() -> tuple[PositionState, StopOrder]:
+    """Return long 100 with its 100-share stop at 95 acknowledged as ``b-stop``."""
+    state, intent = model.begin_order(
+        long_position(),
+        kind=IntentKind.STOP,
+        side=Side.SELL,
+        qty=100,
+        now=OPEN,
+        tag="stop1",
+        order_type=OrderType.STOP,
+        price=95.0,
+    )
+    stop = StopOrder(intent.client_order_id, Side.SELL, 95.0, 100, "b-stop", "live")
+    return model.set_stop(state, stop), stop
+
+
+def test_a_partial_fill_of_the_stop_moves_its_shares_from_open_to_filled() -> None:
+    state, stop = _long_100_with_stop()
+    cid = stop.client_order_id
+
+    part = model.apply_fill(state, sell("s1", 40, 95.0, client_order_id=cid)).state
+
+    assert part.qty == 60
+    assert part.stop is not None
+    assert part.stop.qty == 60, "what is left of the stop covers what is left"
+    assert (part.stop.filled_qty, part.stop.order_qty) == (40, 100)
+    intent = part.intent(cid)
+    assert intent is not None
+    assert (intent.qty, intent.filled_qty) == (100, 40)
+
+    rest = model.apply_fill(part, sell("s2", 60, 94.9, client_order_id=cid)).state
+
+    assert rest.is_flat
+    assert (rest.stop, rest.intent(cid)) == (None, None)
+
+
+def test_a_stop_whose_open_qty_fills_while_a_position_is_left_is_gone() -> None:
+    state, stop = _long_100_with_stop()
+    bigger = apply_all(state, [buy("e2", 20, 101.0)])  # 120 held, the stop still 100
+
+    done = model.apply_fill(bigger, sell("s1", 100, 95.0, client_order_id=stop.client_order_id))
+
+    assert done.state.qty == 20
+    assert done.state.stop is None, "nothing of it rests any more"
+    assert done.state.intent(stop.client_order_id) is None
+
+
+def test_a_fill_of_another_order_leaves_the_stop_as_it_is() -> None:
+    state, _ = _long_100_with_stop()
+
+    after = model.apply_fill(state, sell("h1", 30, 101.0)).state
+
+    assert after.stop == state.stop
+
+
+def test_a_stop_takes_its_filled_qty_from_its_intent() -> None:
+    state, stop = _long_100_with_stop()
+    part = model.apply_fill(state, sell("s1", 40, 95.0, client_order_id=stop.client_order_id))
+
+    # Built from the stop as it was before the fill (filled 0): the intent's 40 count.
+    moved = model.set_stop(part.state, msgspec.structs.replace(stop, price=96.0, qty=30))
+
+    assert moved.stop is not None
+    assert (moved.stop.qty, moved.stop.filled_qty, moved.stop.order_qty) == (30, 40, 70)
+    intent = moved.intent(stop.client_order_id)
+    assert intent is not None
+    assert (intent.qty, intent.filled_qty, intent.price) == (70, 40, 96.0)
+
+
+def test_a_stop_from_the_venues_order_counts_the_fills_applied_here() -> None:
+    state, stop = _long_100_with_stop()
+    cid = stop.client_order_id
+    part = model.apply_fill(state, sell("s1", 40, 95.0, client_order_id=cid)).state
+    seen = msgspec.structs.replace(order(cid, qty=100), filled_qty=40)
+    ahead = msgspec.structs.replace(seen, filled_qty=70)  # 30 more filled, not streamed yet
+
+    for venue_order in (seen, ahead):
+        found = model.stop_from_order(part, venue_order)
+        assert (found.qty, found.filled_qty, found.status) == (60, 40, "live")
+        assert (found.order_id, found.price) == (venue_order.order_id, 95.0)
+
+
+def test_a_stop_from_an_order_without_an_intent_takes_the_venues_counts() -> None:
+    foreign = msgspec.structs.replace(order("by-hand-stop", qty=100), filled_qty=25)
+
+    found = model.stop_from_order(long_position(75), foreign)
+
+    assert (found.qty, found.filled_qty, found.order_qty) == (75, 25, 100)
+    held = model.set_stop(long_position(75), found)
+    later = model.apply_fill(held, sell("s1", 5, 95.0, client_order_id="by-hand-stop")).state
+    assert later.stop is not None
+    assert (later.stop.qty, later.stop.filled_qty) == (70, 30)
+    for filled in (30, 35):  # the 5 applied, then 5 more the stream has not brought yet
+        again = model.stop_from_order(later, msgspec.structs.replace(foreign, filled_qty=filled))
+        assert again == later.stop, "the fills applied here count, each once"
 
 
 # -- day rollover ---------------------------------------------------------------------------
