@@ -564,8 +564,10 @@ class PositionActor(Actor[PositionMsg]):
             act
             and applied.closed
             and before.stop is not None
-            and before.stop.client_order_id != ex.client_order_id
+            and (not consumed or state.intent(before.stop.client_order_id) is not None)
         ):
+            # The trade closed: a stop left resting (another's, or the part of ours that
+            # did not fill) would open a position or add to the one past zero.
             await self.desk.cancel_order_quietly(before.stop)
         return FillAck(exec_id=ex.exec_id, applied=True, external=external)
 

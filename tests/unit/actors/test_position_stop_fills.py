@@ -31,8 +31,10 @@ from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
 from brokers.base import (
     Bar,
     BrokerPosition,
+    BrokerUnavailable,
     Execution,
     Order,
+    OrderStatus,
     Side,
 )
 from persistence import SnapshotRow, SqliteStore, open_store
@@ -290,3 +292,42 @@ async def test_a_periodic_heal_that_sees_a_stop_fill_before_its_execution_counts
         _assert_covers(actor, venue, total=100.0, filled=40.0)
         assert venue.replaced == 0
         assert await _pending_intent_qty(store, stop.client_order_id) == 100.0
+
+
+class UnreachableOnReplace(InstantVenue):
+    """A venue that cannot be reached for a replace: the stop stays as it rests."""
+
+    async def replace(self, order_id: str, *, stop_price: float, qty: float | None = None) -> Order:
+        raise BrokerUnavailable("venue unreachable (test)")
+
+
+@pytest.mark.parametrize(("filled", "left"), [(50.0, 0.0), (80.0, -30.0)])
+async def test_a_stop_fill_that_closes_the_position_cancels_what_of_the_stop_still_rests(
+    store: SqliteStore, filled: float, left: float
+) -> None:
+    """50 held under a 100-share stop whose resize did not get through: the stop fills
+    50 (or 80, past zero) and the rest of it, which would open (or add to) a short,
+    is canceled."""
+    venue, alerts = UnreachableOnReplace(), CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _actor(store, venue, _entry_in_flight(), alerts)
+        await sup.start(actor)
+        stop = await _long_100_with_its_stop(actor)
+        assert stop.order_id is not None
+        hand = Execution("H-1", "HO-1", "by-hand", SYMBOL, Side.SELL, 50.0, 100.2, START)
+        await actor.ask(OnExecution(hand))
+        held = actor.state.stop
+        assert held is not None
+        assert (actor.state.qty, held.qty) == (50.0, 100.0), "the resize did not get through"
+
+        fill = await venue.fill_resting(stop.order_id, filled, STOP_PRICE)
+        await actor.ask(OnExecution(fill))
+
+        assert actor.state.qty == left
+        order = _venue_stop(venue, stop)
+        assert (order.status, order.filled_qty) == (OrderStatus.CANCELED, filled)
+        assert actor.state.intent(stop.client_order_id) is None
+        assert actor.state.stop is None
+        assert stop.client_order_id not in {
+            r.client_order_id for r in await store.pending_intents()
+        }
