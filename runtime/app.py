@@ -40,7 +40,7 @@ from brokers.base import (
     OrderUpdate,
 )
 from persistence import SqliteStore, open_store
-from persistence.protocol import SnapshotRow
+from persistence.protocol import PutSession, SessionRow, SnapshotRow, StoreWriteError
 from runtime.actor import ActorStopped, Lifecycle
 from runtime.alerts import Alert, AlertSink, Severity, log_alert
 from runtime.clock import Clock, FunctionClock, RealClock
@@ -48,6 +48,7 @@ from runtime.config import Config, WatchItem
 from runtime.failpoint import failpoint
 from runtime.heap import BootHeap
 from runtime.runstate import RunState, write_run_state
+from runtime.status import day_totals
 from runtime.supervision import Supervisor
 from runtime.venues import calendar_of, make_broker
 
@@ -139,6 +140,7 @@ class App:
     report: RecoveryReport | None = None
     supervisor: SupervisorActor | None = None
     _reconnecting: bool = False
+    _session_written: SessionRow | None = None  # the sessions row as last committed
 
     def _confirmed(self, symbol: str, opened_at: datetime) -> bool:
         found = read_confirmations(self.state_dir).get(symbol)
@@ -293,6 +295,8 @@ class App:
                 stragglers = await sup.shutdown()
                 if stragglers:
                     _log.warning("stragglers at shutdown: %s", ", ".join(stragglers))
+                if not self.read_only:
+                    await self._write_session(store)
         finally:
             heap.release()
             with contextlib.suppress(Exception):
@@ -462,6 +466,7 @@ class App:
         while True:
             await self.wall.sleep(interval)
             await checkpoint_all(list(self.actors.values()), patience_s=max(interval, 1.0))
+            await self._write_session(store)
             day = self.calendar.trading_day(clock.now())
             if day != backed_up:
                 try:
@@ -469,6 +474,22 @@ class App:
                     backed_up = day
                 except Exception as exc:  # a failed backup is an alert, never a crash
                     self.alert(Alert("backup", Severity.WARNING, str(exc), self.wall.now()))
+
+    async def _write_session(self, store: SqliteStore) -> None:
+        """Record the latest trading day's realized P&L and trades (``sessions``) if changed.
+
+        A summary of the actors' states, whose snapshots hold the numbers: a
+        commit that fails is logged and tried again at the next checkpoint.
+        """
+        totals = day_totals(actor.state for actor in self.actors.values())
+        if totals is None or totals == self._session_written:
+            return
+        try:
+            await store.commit([PutSession(totals)])
+        except StoreWriteError as exc:
+            _log.error("sessions row for %s not stored: %s", totals.trading_day, exc)
+            return
+        self._session_written = totals
 
     async def _periodic(self, supervisor: SupervisorActor, broker: Broker) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,11 @@ import msgspec
 from actors.bars import BarRing
 from actors.snapshot import BarsError, SnapshotError, decode_snapshot
 from actors.state import PositionState
-from persistence.protocol import Store
+from persistence.protocol import SessionRow, Store
 from runtime.clock import Clock
 from runtime.runstate import read_run_state, session_state
 
-__all__ = ["find_store", "history_dict", "status_dict"]
+__all__ = ["day_totals", "find_store", "history_dict", "status_dict"]
 
 
 def find_store(state_dir: Path) -> tuple[Path, str] | None:
@@ -94,22 +95,40 @@ async def status_dict(store: Store, state_dir: Path, wall: Clock) -> dict[str, A
         states.append(state)
         if not state.is_flat:
             positions.append(_position(state, len(ring), row.taken_at, now))
-    day = max((s.trading_day for s in states), default=None)
-    today = [s for s in states if s.trading_day == day]
+    totals = day_totals(states)
     out: dict[str, Any] = {
         "account": store.account_id,
         "as_of": now.isoformat(),
         "state": session_state(state_dir),
         "positions": positions,
         "session": {
-            "trading_day": day.isoformat() if day else None,
-            "realized_pnl": round(sum(s.realized_pnl_today for s in today), 6),
-            "trades_today": sum(s.trades_today for s in today),
+            "trading_day": totals.trading_day.isoformat() if totals else None,
+            "realized_pnl": round(totals.realized_pnl, 6) if totals else 0.0,
+            "trades_today": totals.trades_today if totals else 0,
         },
     }
     if unreadable:
         out["unreadable_snapshots"] = unreadable
     return out
+
+
+def day_totals(states: Iterable[PositionState]) -> SessionRow | None:
+    """Return the latest trading day among ``states`` with its realized P&L and trades.
+
+    Only the states of that day count: one still holding an earlier day has
+    traded nothing on this one (it rolls on its first event of the day). None
+    when there are no states.
+    """
+    held = list(states)
+    if not held:
+        return None
+    day = max(s.trading_day for s in held)
+    today = [s for s in held if s.trading_day == day]
+    return SessionRow(
+        trading_day=day,
+        realized_pnl=sum(s.realized_pnl_today for s in today),
+        trades_today=sum(s.trades_today for s in today),
+    )
 
 
 async def history_dict(store: Store, since: date | None) -> dict[str, Any]:
