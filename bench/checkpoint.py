@@ -111,6 +111,9 @@ class _CountingStore:
     async def session(self) -> SessionRow | None:
         return await self.inner.session()
 
+    async def sessions(self, since: date | None = None) -> list[SessionRow]:
+        return await self.inner.sessions(since)
+
     async def reports(self, limit: int = 50) -> list[ReportRow]:
         return await self.inner.reports(limit)
 

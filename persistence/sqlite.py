@@ -342,6 +342,15 @@ class SqliteStore:
         decoded = self._decode(SessionRow, rows)
         return decoded[0] if decoded else None
 
+    async def sessions(self, since: date | None = None) -> list[SessionRow]:
+        """Return the session rows of trading day ``since`` and later (all when None), by day."""
+        sql = f"SELECT {columns(SessionRow)} FROM sessions"
+        params: tuple[str, ...] = ()
+        if since is not None:
+            sql += " WHERE trading_day >= ?"
+            params = (since.isoformat(),)
+        return self._decode(SessionRow, await self._select(sql + " ORDER BY trading_day", params))
+
     async def reports(self, limit: int = 50) -> list[ReportRow]:
         """Return the latest ``limit`` reconciliation reports, newest first."""
         rows = await self._select(

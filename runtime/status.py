@@ -133,9 +133,11 @@ def day_totals(states: Iterable[PositionState]) -> SessionRow | None:
 
 async def history_dict(store: Store, since: date | None) -> dict[str, Any]:
     trades = await store.closed_trades(since)
+    days = await store.sessions(since)
     reports = await store.reports(limit=50)
     return {
         "account": store.account_id,
+        "sessions": [msgspec.to_builtins(d) for d in days],
         "closed_trades": [msgspec.to_builtins(t) for t in trades],
         "reconciliation_reports": [
             {"at": _iso(r.at), "mode": r.mode, "report": msgspec.json.decode(r.body)}

@@ -98,6 +98,12 @@ def print_status(body: dict[str, Any]) -> None:
 
 def print_history(body: dict[str, Any]) -> None:
     console = Console()
+    days = Table(title="trading days")
+    for col in ("day", "realized P&L", "trades"):
+        days.add_column(col)
+    for d in body["sessions"]:
+        days.add_row(d["trading_day"], f"{d['realized_pnl']:.2f}", str(d["trades_today"]))
+    console.print(days)
     table = Table(title="closed trades")
     for col in ("symbol", "side", "qty", "entry", "exit", "P&L", "MAE", "MFE", "reason", "exit at"):
         table.add_column(col)

@@ -8,6 +8,7 @@ with the closed trades of the day.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import date, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.integration.recovery_kit import (
     warm_up,
     write_profile,
 )
+from tests.integration.session_kit import stalwart
 
 
 def _sessions(state_dir: Path) -> list[tuple[str, float, int]]:
@@ -49,6 +51,18 @@ async def test_a_session_records_its_days_realized_pnl_and_trades(tmp_path: Path
     assert held.trades_today == 1
     assert held.realized_pnl_today == trade["realized_pnl"] != 0.0
     assert _sessions(state) == [(held.trading_day.isoformat(), held.realized_pnl_today, 1)]
+    # ``stalwart history`` shows the day, as JSON and as a table.
+    body = json.loads(stalwart("history", "--state-dir", str(state), "--json").stdout)
+    assert body["sessions"] == [
+        {
+            "trading_day": held.trading_day.isoformat(),
+            "realized_pnl": held.realized_pnl_today,
+            "trades_today": 1,
+        }
+    ]
+    text = stalwart("history", "--state-dir", str(state)).stdout
+    assert "trading days" in text
+    assert f"{held.realized_pnl_today:.2f}" in text
 
 
 def test_day_totals_count_only_the_latest_days_states() -> None:

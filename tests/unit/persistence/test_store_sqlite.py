@@ -169,10 +169,16 @@ async def test_session_is_one_row_per_day_and_latest_wins(store: SqliteStore) ->
     await store.commit([PutSession(session(next_day, pnl=0.0, trades=0))])
 
     assert await store.session() == session(next_day, pnl=0.0, trades=0)
+    assert await store.sessions() == [
+        session(DAY, pnl=25.0, trades=2),
+        session(next_day, pnl=0.0, trades=0),
+    ]
+    assert await store.sessions(since=next_day) == [session(next_day, pnl=0.0, trades=0)]
 
 
 async def test_empty_store_reads_are_empty(store: SqliteStore) -> None:
     assert await store.session() is None
+    assert await store.sessions() == []
     assert await store.executions() == []
     assert (await store.load_snapshots()).rows == []
     assert await store.reports() == []
