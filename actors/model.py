@@ -21,6 +21,7 @@ import msgspec
 
 from actors.bars import plausible
 from actors.state import (
+    STOP_FILLED,
     ClosedTrade,
     ExitReason,
     Fill,
@@ -55,6 +56,7 @@ __all__ = [
     "roll_day",
     "set_levels",
     "set_stop",
+    "stop_filled",
     "stop_from_order",
 ]
 
@@ -338,6 +340,33 @@ def _follow_stop(intents: tuple[Intent, ...], stop: StopOrder) -> tuple[Intent, 
     return intents
 
 
+def stop_filled(state: PositionState, stop: StopOrder, filled_qty: float = 0.0) -> PositionState:
+    """Record that the venue says the order of ``stop`` filled, ``filled_qty`` of it in all.
+
+    A venue may deliver one fill as several executions and say the order
+    filled before them. ``stop`` is kept, marked filled (``StopOrder``), until
+    the executions applied here account for the fill: its qty becomes what of
+    the fill is still to come, ``filled_qty`` (the order's total,
+    ``stop.order_qty``, when the venue did not say: 0) less the fills applied
+    here, and its intent's qty the fill's total, so the last execution
+    settles both. When nothing is to come, the stop and its intent are
+    dropped. Raises ``BadInput`` for a negative or non-finite ``filled_qty``.
+    """
+    if not math.isfinite(filled_qty) or filled_qty < 0:
+        raise BadInput(f"filled qty {filled_qty!r} is not a finite quantity")
+    cid = stop.client_order_id
+    intent = state.intent(cid)
+    applied = intent.filled_qty if intent is not None else stop.filled_qty
+    total = filled_qty if filled_qty > _EPS else stop.order_qty
+    to_come = total - applied
+    if to_come <= _EPS:
+        state = resolve_intent(state, cid, done=True)
+        held = state.stop
+        return set_stop(state, None) if held is not None and held.client_order_id == cid else state
+    marked = msgspec.structs.replace(stop, status=STOP_FILLED, qty=to_come, filled_qty=applied)
+    return set_stop(state, marked)
+
+
 def stop_from_order(state: PositionState, order: Order) -> StopOrder:
     """Return the stop that ``order`` (a stop resting at the broker) is, for ``state``.
 
@@ -485,7 +514,9 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
     A fill of the protective stop moves its shares from the stop's open qty to
     its filled qty (the stop is gone once nothing of it is open), as the
     intent's filled qty moves: what is left of the stop still covers what is
-    left of the position, with no resize. Raises ``WrongSymbol`` or
+    left of the position, with no resize. A stop the venue said filled stays
+    until its fill is all applied, also past a close: the rest of its fill is
+    still to come, and booked as the stop's. Raises ``WrongSymbol`` or
     ``BadInput`` (state unchanged).
     """
     if ex.symbol != state.symbol:
@@ -576,6 +607,8 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
     closed.append(trade)
     fields = _flat(state) | common
     fields["trades_today"] = state.trades_today + 1
+    if stop is not None and stop.filled_at_venue:
+        fields["stop"] = stop
     if remainder > _EPS:
         fields |= {
             "qty": signed(ex.side, remainder),

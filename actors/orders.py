@@ -37,8 +37,6 @@ __all__ = ["OrderDesk", "intent_row", "stop_intent_writes"]
 
 _log = logging.getLogger(__name__)
 
-_FILLED = "filled"  # a stop the venue reports filled: no longer resting, its fill pending
-
 
 def intent_row(symbol: str, intent: Intent) -> IntentRow:
     return IntentRow(
@@ -202,7 +200,7 @@ class OrderDesk:
         actor = self.actor
         stop = actor.state.stop
         allowed = actor.may_protect if recovering else actor.trading_allowed
-        if stop is None or stop.order_id is None or stop.status == _FILLED or not allowed:
+        if stop is None or stop.order_id is None or stop.filled_at_venue or not allowed:
             return
         planned = msgspec.structs.replace(stop, price=price, qty=qty, status="replacing")
         await self._commit_stop(planned)
@@ -229,7 +227,7 @@ class OrderDesk:
         if (
             stop is None
             or stop.order_id is None
-            or stop.status == _FILLED
+            or stop.filled_at_venue
             or state.is_flat
             or abs(stop.qty - qty) < 1e-9
         ):
@@ -280,7 +278,7 @@ class OrderDesk:
         stop = actor.state.stop
         if stop is None:
             return True
-        if stop.status == _FILLED:
+        if stop.filled_at_venue:
             return False  # filled at the venue: its fill, not an exit, settles the position
         order_id = stop.order_id
         if order_id is None:
@@ -313,10 +311,9 @@ class OrderDesk:
     async def _settle_gone(self, stop: StopOrder) -> bool:
         """Record ``stop`` as the venue holds it after it refused a request on it.
 
-        Filled: kept, marked "filled" (no longer resting; its fill settles it and
-        the intent). Canceled, rejected or unknown there: dropped with its intent.
-        Return False, changing nothing, when it is still open or the venue cannot
-        tell.
+        Filled: see ``settle_filled``, with the venue's filled qty. Canceled,
+        rejected or unknown there: dropped with its intent. Return False,
+        changing nothing, when it is still open or the venue cannot tell.
         """
         actor = self.actor
         try:
@@ -325,14 +322,48 @@ class OrderDesk:
             return False
         if order is not None and order.status.is_open:
             return False
-        state = actor.state
         if order is not None and order.status is OrderStatus.FILLED:
-            filled = msgspec.structs.replace(stop, status=_FILLED)
-            await actor._commit(model.set_stop(state, filled), [])
+            await self.settle_filled(stop, order.filled_qty)
             return True
         status = "canceled" if order is None else order.status.value
         await actor._order_gone(stop.client_order_id, status)
         return True
+
+    async def settle_filled(self, stop: StopOrder, filled_qty: float) -> None:
+        """Record that the venue says the order of ``stop`` filled, ``filled_qty`` in all.
+
+        ``filled_qty`` 0: the venue did not say how much (the order's total is
+        expected). The stop is kept, marked filled (never moved or canceled
+        again: no exit is sent on top of its fill), until the executions
+        applied account for the fill, which may arrive in parts and later
+        (``model.stop_filled``). When they already do, it is dropped with its
+        intent, and a position still open is unprotected.
+        """
+        actor = self.actor
+        before = actor.state
+        try:
+            state = model.stop_filled(before, stop, filled_qty)
+        except model.BadInput as exc:
+            _log.warning("%s: %s; the order's total is expected", actor.symbol, exc)
+            state = model.stop_filled(before, stop)
+        if state is before:
+            return
+        cid = stop.client_order_id
+        done = before.intent(cid) is not None and state.intent(cid) is None
+        writes = (
+            [ResolveIntent(cid, "filled", stop.order_id)]
+            if done
+            else stop_intent_writes(actor.symbol, before, state)
+        )
+        await actor._commit(state, writes)
+        held = before.stop
+        dropped = held is not None and held.client_order_id == cid and state.stop is None
+        if dropped and not state.is_flat:
+            actor._alert(
+                "unprotected",
+                Severity.CRITICAL,
+                f"stop {cid} filled at the broker; position {state.qty}",
+            )
 
     async def cancel_order_quietly(self, stop: StopOrder) -> None:
         """Cancel a leftover order after the position closed; absence is fine."""

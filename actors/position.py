@@ -483,20 +483,18 @@ class PositionActor(Actor[PositionMsg]):
             state, stop_intent, more = self.desk.plan_stop(state)
             writes.extend(more)
         # A fill of the stop held before: the model took it off the stop's open qty
-        # (and dropped the stop once nothing of it was open).
+        # (or, the venue having said it filled, off what of its fill is still to
+        # come) and dropped the stop once nothing of it was left.
         consumed = before.stop is not None and before.stop.client_order_id == ex.client_order_id
         stop = state.stop
         if (
             stop is not None
             and stop.client_order_id == ex.client_order_id
-            and (
-                stop.status == "filled"
-                or (intent is not None and state.intent(ex.client_order_id) is None)
-            )
+            and intent is not None
+            and state.intent(ex.client_order_id) is None
         ):
-            # Our stop's last fill (the venue said it filled, or its intent is done): it
-            # protects nothing any more, and its intent is settled with it.
-            state = model.resolve_intent(state, ex.client_order_id, done=True)
+            # Our stop's intent is done (its order's total filled): it protects nothing
+            # any more.
             state = model.set_stop(state, None)
         # Our own exit or stop that filled past zero (an oversized stop): the remainder
         # is booked in order, as at the venue, and it rests with no stop of its own.
@@ -564,10 +562,12 @@ class PositionActor(Actor[PositionMsg]):
             act
             and applied.closed
             and before.stop is not None
+            and not before.stop.filled_at_venue
             and (not consumed or state.intent(before.stop.client_order_id) is not None)
         ):
             # The trade closed: a stop left resting (another's, or the part of ours that
-            # did not fill) would open a position or add to the one past zero.
+            # did not fill) would open a position or add to the one past zero. One the
+            # venue said filled rests no more: the rest of its fill is still to come.
             await self.desk.cancel_order_quietly(before.stop)
         return FillAck(exec_id=ex.exec_id, applied=True, external=external)
 

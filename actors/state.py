@@ -18,6 +18,7 @@ from persistence.protocol import ClosedTradeRow
 
 __all__ = [
     "SCHEMA_VERSION",
+    "STOP_FILLED",
     "ClosedTrade",
     "ExitReason",
     "Fill",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+STOP_FILLED = "filled"  # ``StopOrder.status`` of a stop the venue says filled
 
 
 class Origin(enum.StrEnum):
@@ -89,6 +91,12 @@ class StopOrder(msgspec.Struct, frozen=True):
     what a replace sends and what the stop's intent holds as its qty, is
     ``order_qty``: filled plus open. A stop with an intent takes its filled qty
     from the intent (``model.set_stop``), so the two never count apart.
+
+    A stop the venue says filled (status ``STOP_FILLED``, ``filled_at_venue``)
+    rests no more and is never moved or canceled again, but a venue may deliver
+    its fill as several executions, after saying so. It is kept until they are
+    all applied: its ``qty`` is then what of the venue's fill has not reached
+    us yet, and ``order_qty`` the fill's total (``model.stop_filled``).
     """
 
     client_order_id: str
@@ -103,6 +111,11 @@ class StopOrder(msgspec.Struct, frozen=True):
     def order_qty(self) -> float:
         """Return the order's total qty at the venue: what filled plus what is open."""
         return self.filled_qty + self.qty
+
+    @property
+    def filled_at_venue(self) -> bool:
+        """Return whether the venue said the order filled (its executions may still come)."""
+        return self.status == STOP_FILLED
 
 
 class Intent(msgspec.Struct, frozen=True):

@@ -10,11 +10,13 @@ import pytest
 from actors import model
 from actors.state import (
     ExitReason,
+    IntentKind,
     Mode,
     Origin,
+    PositionState,
     StopOrder,
 )
-from brokers.base import Side
+from brokers.base import OrderType, Side
 from tests.unit.actors._actor_kit import (
     DAY,
     SYMBOL,
@@ -225,3 +227,95 @@ def test_a_hand_trade_adopted_after_its_fill_keeps_that_fill() -> None:
         model.RECOVERED_STRATEGY,
     )
     assert trade.realized_pnl == pytest.approx(30.0)
+
+
+# -- a stop the venue says filled -----------------------------------------------------------
+
+
+def _long_with_stop(qty: float = 100.0) -> tuple[PositionState, StopOrder]:
+    """Return long ``qty`` under a live 100-share stop at 95 (``b-stop``), its intent held."""
+    state, intent = model.begin_order(
+        long_position(qty),
+        kind=IntentKind.STOP,
+        side=Side.SELL,
+        qty=100,
+        now=at(0),
+        tag="stop1",
+        order_type=OrderType.STOP,
+        price=95.0,
+    )
+    stop = StopOrder(intent.client_order_id, Side.SELL, 95.0, 100, "b-stop", "live")
+    state = model.set_stop(state, stop)
+    assert state.stop is not None
+    return state, state.stop
+
+
+@pytest.mark.parametrize("said", [100.0, 0.0])  # the venue's filled qty, or none: the total
+def test_a_stop_the_venue_says_filled_waits_for_the_rest_of_its_fill(said: float) -> None:
+    state, stop = _long_with_stop()
+    cid = stop.client_order_id
+    part = model.apply_fill(state, sell("s1", 60, 95.0, client_order_id=cid)).state
+    assert part.stop is not None
+
+    told = model.stop_filled(part, part.stop, said)
+
+    assert told.stop is not None
+    assert told.stop.filled_at_venue
+    assert (told.stop.qty, told.stop.filled_qty, told.stop.order_qty) == (40, 60, 100)
+    rest = model.apply_fill(told, sell("s2", 40, 94.9, client_order_id=cid))
+    assert rest.state.is_flat
+    assert (rest.state.stop, rest.state.intents) == (None, ())
+    assert [t.exit_reason for t in rest.closed] == [ExitReason.STOP.value]
+
+
+def test_a_stop_filled_at_the_venue_expects_what_the_venue_says_filled() -> None:
+    """The venue's order was 80 (a resize the state never recorded): 80 are to come."""
+    state, stop = _long_with_stop()
+    cid = stop.client_order_id
+
+    told = model.stop_filled(state, stop, 80.0)
+
+    assert told.stop is not None
+    assert (told.stop.qty, told.stop.order_qty) == (80, 80)
+    intent = told.intent(cid)
+    assert intent is not None
+    assert intent.qty == 80
+    rest = model.apply_fill(told, sell("s1", 80, 95.0, client_order_id=cid)).state
+    assert (rest.qty, rest.stop, rest.intent(cid)) == (20, None, None)
+
+
+def test_a_stop_filled_at_the_venue_whose_fill_is_all_applied_is_dropped_with_its_intent() -> None:
+    state, stop = _long_with_stop()
+    cid = stop.client_order_id
+    part = model.apply_fill(state, sell("s1", 60, 95.0, client_order_id=cid)).state
+    assert part.stop is not None
+
+    told = model.stop_filled(part, part.stop, 60.0)
+
+    assert (told.qty, told.stop, told.intent(cid)) == (40, None, None)
+
+
+def test_a_filled_stop_whose_fill_crosses_zero_stays_until_the_rest_of_it() -> None:
+    """50 held under the 100-share stop: its 60 close the trade and open 10 short, by the
+    stop; the 40 to come are the stop's too."""
+    state, stop = _long_with_stop(50)
+    cid = stop.client_order_id
+    told = model.stop_filled(state, stop, 100.0)
+
+    past = model.apply_fill(told, sell("s1", 60, 95.0, client_order_id=cid))
+
+    assert [t.exit_reason for t in past.closed] == [ExitReason.STOP.value]
+    assert past.state.qty == -10
+    assert past.state.stop is not None, "40 of its fill are still to come"
+    assert (past.state.stop.qty, past.state.stop.filled_qty) == (40, 60)
+    rest = model.apply_fill(past.state, sell("s2", 40, 94.9, client_order_id=cid)).state
+    assert (rest.qty, rest.stop, rest.intent(cid)) == (-50, None, None)
+    assert [f.qty for f in rest.entries] == [10, 40]
+
+
+@pytest.mark.parametrize("said", [-1.0, math.nan, math.inf])
+def test_a_filled_qty_that_cannot_be_real_is_refused(said: float) -> None:
+    state, stop = _long_with_stop()
+
+    with pytest.raises(model.BadInput):
+        model.stop_filled(state, stop, said)

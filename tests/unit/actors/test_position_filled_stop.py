@@ -1,0 +1,332 @@
+"""A stop the venue says filled, whose fill reaches us as several executions.
+
+Real venues often deliver one order's fill in parts (a 100-share stop as 60 +
+40), and say the order filled (the answer to a lookup after the venue refused
+to move or cancel the stop) before them. The trader's expectation: every
+execution of the stop is booked as the stop's (exit reason stop), once; the
+stop and its intent are settled when the executions applied account for what
+the venue says filled; a stop that filled is never moved or canceled again;
+and a position the fill leaves open is flagged unprotected after the last
+execution, not in between. A crash between the executions recovers the same.
+
+The venue is ``bench._world.InstantVenue`` (``fill_resting`` fills a resting
+order in parts; a filled order cannot be replaced or canceled); the store is a
+real file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from actors import model
+from actors.bars import BarRing
+from actors.messages import (
+    FillAck,
+    FlattenNow,
+    OnBar,
+    OnExecution,
+    Reconcile,
+    ReconcileOutcome,
+)
+from actors.orders import intent_row
+from actors.position import PositionActor
+from actors.snapshot import encode_snapshot
+from actors.state import SCHEMA_VERSION, IntentKind, PositionState, StopOrder
+from actors.strategy import Action, MoveStop, Session
+from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
+from brokers.base import Bar, Execution, Order, OrderStatus, OrderType, Side
+from persistence import PutIntent, SnapshotRow, SqliteStore, open_store
+from runtime.clock import TradingCalendar
+from runtime.supervision import Supervisor
+
+START = TradingCalendar().open_of(DAY) + timedelta(hours=1)
+SYMBOL = "NVDA"
+ENTRY_PRICE = 100.0
+STOP_PRICE = 95.0
+STOP_ID = "SO-1"
+# What must not be raised about our own stop's fill: it is neither a hand trade
+# (zombie, drift, orphan) nor, while its executions arrive, unprotected.
+NOISE = frozenset({"unprotected", "zombie", "drift", "orphan"})
+
+
+class RecordingVenue(InstantVenue):
+    """An ``InstantVenue`` that records every cancel and replace asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancels: list[str] = []
+        self.replaces: list[str] = []
+
+    async def cancel(self, order_id: str) -> None:
+        self.cancels.append(order_id)
+        await super().cancel(order_id)
+
+    async def replace(self, order_id: str, *, stop_price: float, qty: float | None = None) -> Order:
+        self.replaces.append(order_id)
+        return await super().replace(order_id, stop_price=stop_price, qty=qty)
+
+
+class MovesStopOnce:
+    """A strategy that moves the stop up to break-even on its first bar, then holds."""
+
+    name = "moves_stop_once"
+
+    def __init__(self) -> None:
+        self.moved = False
+
+    def decide(
+        self, state: PositionState, bars: BarRing, bar: Bar, session: Session
+    ) -> list[Action]:
+        if self.moved or state.stop is None:
+            return []
+        self.moved = True
+        return [MoveStop(price=ENTRY_PRICE, qty=state.stop.qty)]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await open_store(tmp_path / "filled-stop.db", ACCOUNT)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _held(qty: float, stop_qty: float) -> tuple[PositionState, Order]:
+    """Return ``qty`` long under our live stop of ``stop_qty`` at 95, and that stop at the venue."""
+    state = PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
+    state, entry = model.begin_entry(
+        state, day=DAY, pivot=ENTRY_PRICE, side=Side.BUY, qty=qty, now=START, max_attempts=2
+    )
+    entry_fill = Execution(
+        "E-1", "BO-1", entry.client_order_id, SYMBOL, Side.BUY, qty, ENTRY_PRICE, START
+    )
+    state = model.apply_fill(state, entry_fill).state
+    state, stop_intent = model.begin_order(
+        state,
+        kind=IntentKind.STOP,
+        side=Side.SELL,
+        qty=stop_qty,
+        now=START,
+        tag="stop1",
+        order_type=OrderType.STOP,
+        price=STOP_PRICE,
+        reason="stop",
+    )
+    cid = stop_intent.client_order_id
+    state = model.resolve_intent(state, cid, order_id=STOP_ID)
+    state = model.set_stop(state, StopOrder(cid, Side.SELL, STOP_PRICE, stop_qty, STOP_ID, "live"))
+    resting = Order(
+        order_id=STOP_ID,
+        client_order_id=cid,
+        symbol=SYMBOL,
+        side=Side.SELL,
+        qty=stop_qty,
+        type=OrderType.STOP,
+        status=OrderStatus.NEW,
+        stop_price=STOP_PRICE,
+    )
+    return state, resting
+
+
+def _row(state: PositionState) -> SnapshotRow:
+    blob = encode_snapshot(state, BarRing(SYMBOL, 240))
+    return SnapshotRow(SYMBOL, blob, SCHEMA_VERSION, state.seq, START)
+
+
+async def _world(
+    store: SqliteStore, qty: float, stop_qty: float
+) -> tuple[RecordingVenue, PositionState, str]:
+    """Return the venue resting our stop, the state holding it (its intent stored) and its id."""
+    state, resting = _held(qty, stop_qty)
+    venue = RecordingVenue()
+    venue.market_time = START
+    venue.orders[resting.order_id] = resting
+    venue.by_client[resting.client_order_id] = resting.order_id
+    intent = state.intent(resting.client_order_id)
+    assert intent is not None
+    await store.commit([PutIntent(intent_row(SYMBOL, intent))])
+    return venue, state, resting.client_order_id
+
+
+def _actor(
+    store: SqliteStore, venue: InstantVenue, row: SnapshotRow, alerts: CountingAlerts
+) -> PositionActor:
+    return PositionActor(SYMBOL, context(store, venue, alerts=alerts), row, MovesStopOnce())
+
+
+async def _fill_at_the_venue(venue: InstantVenue, *parts: float) -> list[Execution]:
+    """Fill our stop at the venue in ``parts``; return their executions (none delivered yet)."""
+    price = STOP_PRICE
+    executions = []
+    for qty in parts:
+        executions.append(await venue.fill_resting(STOP_ID, qty, price))
+        price -= 0.1
+    return executions
+
+
+async def _told_filled(actor: PositionActor, venue: InstantVenue, how: str) -> None:
+    """Let the actor learn that the stop filled at the venue, the way ``how`` names."""
+    order = venue.orders[STOP_ID]
+    assert order.status is OrderStatus.FILLED
+    if how == "refused move":  # the strategy moves the stop; the venue refuses: filled
+        bar = Bar(SYMBOL, START + timedelta(minutes=1), 95.0, 95.2, 94.8, 95.0, 1e3)
+        await actor.ask(OnBar(bar))
+    elif how == "refused cancel":  # an exit cancels the stop first; the venue refuses
+        await actor.ask(FlattenNow("eod"))
+    else:
+        raise AssertionError(how)
+
+
+def _noise(alerts: CountingAlerts) -> dict[str, int]:
+    return {kind: n for kind, n in alerts.kinds.items() if kind in NOISE}
+
+
+async def _assert_booked_as_the_stops(
+    actor: PositionActor, store: SqliteStore, cid: str, executions: list[Execution]
+) -> None:
+    """Assert the position is flat, closed by the stop's executions, each booked once."""
+    state = actor.state
+    assert state.is_flat
+    assert state.stop is None
+    assert state.intent(cid) is None
+    assert await store.pending_intents() == []
+    (trade,) = await store.closed_trades()
+    assert trade.exit_reason == "stop"
+    assert trade.qty == 100.0
+    total = sum(ex.qty * ex.price for ex in executions)
+    assert trade.exit_price == pytest.approx(total / sum(ex.qty for ex in executions))
+    stored = {ex.exec_id for ex in await store.executions()}
+    assert {ex.exec_id for ex in executions} <= stored
+
+
+@pytest.mark.parametrize("how", ["refused move", "refused cancel"])
+async def test_a_filled_stop_delivered_as_two_executions_is_booked_as_the_stops(
+    store: SqliteStore, how: str
+) -> None:
+    """Long 100 under a 100-share stop that fills as 60 + 40; we hear "filled" first."""
+    venue, state, cid = await _world(store, 100.0, 100.0)
+    alerts = CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _actor(store, venue, _row(state), alerts)
+        await sup.start(actor)
+        first, second = await _fill_at_the_venue(venue, 60.0, 40.0)
+
+        await _told_filled(actor, venue, how)
+
+        stop = actor.state.stop
+        assert stop is not None
+        assert (stop.status, stop.qty, stop.filled_qty) == ("filled", 100.0, 0.0)
+        assert venue.submitted == 0, "no exit: the stop's fill settles the position"
+
+        ack = await actor.ask(OnExecution(first))
+
+        assert isinstance(ack, FillAck)
+        assert (ack.applied, ack.external) == (True, None)
+        assert actor.state.qty == 40.0
+        assert [p.reason for p in actor.state.partials] == ["stop"]
+        stop = actor.state.stop
+        assert stop is not None, "40 of the stop's fill are still to come"
+        assert (stop.status, stop.qty, stop.filled_qty) == ("filled", 40.0, 60.0)
+        intent = actor.state.intent(cid)
+        assert intent is not None
+        assert (intent.qty, intent.filled_qty) == (100.0, 60.0)
+        assert [r.client_order_id for r in await store.pending_intents()] == [cid]
+        assert _noise(alerts) == {}
+
+        ack = await actor.ask(OnExecution(second))
+
+        assert isinstance(ack, FillAck)
+        assert (ack.applied, ack.external) == (True, None)
+        await _assert_booked_as_the_stops(actor, store, cid, [first, second])
+        again = await actor.ask(OnExecution(first))
+        assert isinstance(again, FillAck)
+        assert not again.applied, "each execution is booked once"
+        assert _noise(alerts) == {}
+        assert len(venue.cancels) + len(venue.replaces) <= 1, "refused once, never asked again"
+
+
+@pytest.mark.parametrize(("held", "left"), [(50.0, -50.0), (120.0, 20.0)])
+async def test_a_position_the_filled_stop_leaves_open_is_unprotected_after_its_last_execution(
+    store: SqliteStore, held: float, left: float
+) -> None:
+    """The stop (100) did not match the position (a resize that never got through): 50
+    held, its fill flips to 50 short; 120 held, 20 stay long. Either way the position is
+    unprotected once the whole fill is in, and not before, and the stop's remainder
+    is booked in order as the stop's (it is ours, not a hand trade)."""
+    venue, state, cid = await _world(store, held, 100.0)
+    alerts = CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _actor(store, venue, _row(state), alerts)
+        await sup.start(actor)
+        first, second = await _fill_at_the_venue(venue, 60.0, 40.0)
+        await _told_filled(actor, venue, "refused cancel")
+
+        ack = await actor.ask(OnExecution(first))
+
+        assert isinstance(ack, FillAck)
+        assert (ack.applied, ack.external) == (True, None)
+        assert actor.state.qty == held - 60.0
+        assert actor.state.intent(cid) is not None, "40 of the stop are still to come"
+        assert _noise(alerts) == {}, "not unprotected while its fill still arrives"
+        assert venue.cancels == [STOP_ID], "refused once as filled: never canceled again"
+
+        ack = await actor.ask(OnExecution(second))
+
+        assert isinstance(ack, FillAck)
+        assert (ack.applied, ack.external) == (True, None)
+        assert actor.state.qty == left
+        assert actor.state.stop is None
+        assert actor.state.intent(cid) is None
+        assert await store.pending_intents() == []
+        assert _noise(alerts) == {"unprotected": 1}
+        trades = await store.closed_trades()
+        assert [t.exit_reason for t in trades] == (["stop"] if left < 0 else [])
+        assert venue.cancels == [STOP_ID]
+
+
+@pytest.mark.parametrize("how", ["refused cancel"])
+async def test_a_crash_between_the_filled_stops_executions_recovers_the_same(
+    store: SqliteStore, how: str
+) -> None:
+    """Killed after the first execution's commit: the boot replays the second, which is
+    still the stop's, and the trade closes by the stop, not "externally"."""
+    venue, state, cid = await _world(store, 100.0, 100.0)
+    alerts = CountingAlerts()
+    first, second = await _fill_at_the_venue(venue, 60.0, 40.0)
+    async with Supervisor(name="first") as sup:
+        actor = _actor(store, venue, _row(state), alerts)
+        await sup.start(actor)
+        await _told_filled(actor, venue, how)
+        await actor.ask(OnExecution(first))
+        # What a kill here leaves: the first fill's commit (snapshot and execution).
+        (checkpoint,) = (await store.load_snapshots()).rows
+
+    async with Supervisor(name="second") as sup:
+        actor = _actor(store, venue, checkpoint, alerts)
+        await sup.start(actor)
+        ack = await actor.ask(OnExecution(second, replayed=True, act=False))
+        outcome = await actor.ask(
+            Reconcile(
+                position=None,
+                open_orders=(),
+                heal=True,
+                dry_run=False,
+                restore_stop=True,
+                orphan_mode="adopt",
+                mode="boot",
+                executions=(first, second),
+                replay=(second,),
+            )
+        )
+
+        assert isinstance(ack, FillAck)
+        assert (ack.applied, ack.external) == (True, None)
+        assert isinstance(outcome, ReconcileOutcome)
+        assert (outcome.finding, outcome.unprotected) == ("ok", False)
+        await _assert_booked_as_the_stops(actor, store, cid, [first, second])
+        assert _noise(alerts) == {}
