@@ -587,6 +587,11 @@ class PositionActor(Actor[PositionMsg]):
             return
         if order.status in (OrderStatus.CANCELED, OrderStatus.REJECTED):
             await self._order_gone(order.client_order_id, order.status.value)
+        elif order.status is OrderStatus.FILLED:
+            stop = state.stop
+            if stop is not None and stop.client_order_id == order.client_order_id:
+                # Perhaps before its executions: they settle it, however many they are.
+                await self.desk.settle_filled(stop, order.filled_qty)
 
     async def _order_gone(self, client_order_id: str, status: str) -> None:
         """Drop our order ``client_order_id``, done at the broker unfilled (``status``).

@@ -1,13 +1,14 @@
 """A stop the venue says filled, whose fill reaches us as several executions.
 
 Real venues often deliver one order's fill in parts (a 100-share stop as 60 +
-40), and say the order filled (the answer to a lookup after the venue refused
-to move or cancel the stop) before them. The trader's expectation: every
-execution of the stop is booked as the stop's (exit reason stop), once; the
-stop and its intent are settled when the executions applied account for what
-the venue says filled; a stop that filled is never moved or canceled again;
-and a position the fill leaves open is flagged unprotected after the last
-execution, not in between. A crash between the executions recovers the same.
+40), and the order's "filled" (an order update, or the answer to a lookup after
+the venue refused to move or cancel the stop) may come before, between or after
+them. The trader's expectation: every execution of the stop is booked as the
+stop's (exit reason stop), once; the stop and its intent are settled when the
+executions applied account for what the venue says filled; a stop that filled
+is never moved or canceled again; and a position the fill leaves open is
+flagged unprotected after the last execution, not in between. A crash between
+the executions recovers the same.
 
 The venue is ``bench._world.InstantVenue`` (``fill_resting`` fills a resting
 order in parts; a filled order cannot be replaced or canceled); the store is a
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from actors import model
@@ -29,6 +31,7 @@ from actors.messages import (
     FlattenNow,
     OnBar,
     OnExecution,
+    OnOrderUpdate,
     Reconcile,
     ReconcileOutcome,
 )
@@ -178,6 +181,10 @@ async def _told_filled(actor: PositionActor, venue: InstantVenue, how: str) -> N
         await actor.ask(OnBar(bar))
     elif how == "refused cancel":  # an exit cancels the stop first; the venue refuses
         await actor.ask(FlattenNow("eod"))
+    elif how == "order update":
+        await actor.ask(OnOrderUpdate(order))
+    elif how == "order update without qty":  # a venue that says filled, not how much
+        await actor.ask(OnOrderUpdate(msgspec.structs.replace(order, filled_qty=0.0)))
     else:
         raise AssertionError(how)
 
@@ -204,7 +211,9 @@ async def _assert_booked_as_the_stops(
     assert {ex.exec_id for ex in executions} <= stored
 
 
-@pytest.mark.parametrize("how", ["refused move", "refused cancel"])
+@pytest.mark.parametrize(
+    "how", ["refused move", "refused cancel", "order update", "order update without qty"]
+)
 async def test_a_filled_stop_delivered_as_two_executions_is_booked_as_the_stops(
     store: SqliteStore, how: str
 ) -> None:
@@ -250,6 +259,47 @@ async def test_a_filled_stop_delivered_as_two_executions_is_booked_as_the_stops(
         assert len(venue.cancels) + len(venue.replaces) <= 1, "refused once, never asked again"
 
 
+@pytest.mark.parametrize(
+    "order",
+    [("update", "first", "second"), ("first", "update", "second"), ("first", "second", "update")],
+    ids=["update-first", "update-between", "update-last"],
+)
+async def test_the_orders_filled_update_and_its_executions_in_any_order(
+    store: SqliteStore, order: tuple[str, str, str]
+) -> None:
+    """Each step, a flatten (the strategy's end of day) may follow: a stop the venue said
+    filled is not canceled, and no exit is sent while its executions are still to come."""
+    venue, state, cid = await _world(store, 100.0, 100.0)
+    alerts = CountingAlerts()
+    async with Supervisor(name="test") as sup:
+        actor = _actor(store, venue, _row(state), alerts)
+        await sup.start(actor)
+        first, second = await _fill_at_the_venue(venue, 60.0, 40.0)
+        update = OnOrderUpdate(venue.orders[STOP_ID])
+        told = False
+
+        for step in order:
+            if step == "update":
+                await actor.ask(update)
+                told = True
+                stop = actor.state.stop
+                if stop is not None:  # what of the venue's fill is still to come
+                    assert (stop.status, stop.order_qty) == ("filled", 100.0)
+            else:
+                ack = await actor.ask(OnExecution(first if step == "first" else second))
+                assert isinstance(ack, FillAck)
+                assert (ack.applied, ack.external) == (True, None)
+            if told:
+                await actor.ask(FlattenNow("eod"))
+                assert venue.cancels == [], "a stop the venue said filled is not canceled"
+                assert venue.submitted == 0, "nor is an exit sent on top of its fill"
+            if not actor.state.is_flat:
+                assert _noise(alerts) == {}
+
+        await _assert_booked_as_the_stops(actor, store, cid, [first, second])
+        assert _noise(alerts) == {}
+
+
 @pytest.mark.parametrize(("held", "left"), [(50.0, -50.0), (120.0, 20.0)])
 async def test_a_position_the_filled_stop_leaves_open_is_unprotected_after_its_last_execution(
     store: SqliteStore, held: float, left: float
@@ -289,7 +339,7 @@ async def test_a_position_the_filled_stop_leaves_open_is_unprotected_after_its_l
         assert venue.cancels == [STOP_ID]
 
 
-@pytest.mark.parametrize("how", ["refused cancel"])
+@pytest.mark.parametrize("how", ["order update", "refused cancel"])
 async def test_a_crash_between_the_filled_stops_executions_recovers_the_same(
     store: SqliteStore, how: str
 ) -> None:
