@@ -202,7 +202,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
 
     now = actor.ctx.clock.now()
     held_side = state.side
-    old_stop_price = state.stop.price if state.stop is not None else state.planned_stop
+    old_stop_price = _stop_price(state)
     writes: list[Write] = []
     actions: list[str] = []
     leftovers: list[Order] = []
@@ -311,6 +311,18 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     if unverified:
         actions.append("unverified: trades nothing until confirmed")
     return msgspec.structs.replace(outcome, actions=tuple(actions))
+
+
+def _stop_price(state: PositionState) -> float | None:
+    """Return the price the stop of ``state``'s position is (or was to be) at, if known.
+
+    The stop held, when it protects the side held: a stop the venue said filled
+    whose fill crossed zero is the other side's, still awaiting its executions.
+    """
+    stop, side = state.stop, state.side
+    if stop is not None and side is not None and stop.side is side.opposite:
+        return stop.price
+    return state.planned_stop
 
 
 def _as_held(stop: StopOrder) -> tuple[str | None, float, float, float, str]:

@@ -41,7 +41,7 @@ from actors.snapshot import encode_snapshot
 from actors.state import SCHEMA_VERSION, IntentKind, PositionState, StopOrder
 from actors.strategy import Action, MoveStop, Session
 from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
-from brokers.base import Bar, Execution, Order, OrderStatus, OrderType, Side
+from brokers.base import Bar, BrokerPosition, Execution, Order, OrderStatus, OrderType, Side
 from persistence import PutIntent, SnapshotRow, SqliteStore, open_store
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
@@ -380,3 +380,48 @@ async def test_a_crash_between_the_filled_stops_executions_recovers_the_same(
         assert (outcome.finding, outcome.unprotected) == ("ok", False)
         await _assert_booked_as_the_stops(actor, store, cid, [first, second])
         assert _noise(alerts) == {}
+
+
+async def test_a_boot_that_cannot_replay_the_rest_of_a_filled_stop_past_zero_trusts_the_broker(
+    store: SqliteStore,
+) -> None:
+    """50 held under a 100-share stop that filled 60 + 40 (a flip to 50 short); killed
+    after the 60, and the venue's executions no longer hold the 40: the boot takes the
+    broker's 50 short, settles the stop as filled, and flags the short unprotected. It
+    places no stop at the old long stop's price (a buy stop at 95 for a short at 95)."""
+    venue, state, cid = await _world(store, 50.0, 100.0)
+    alerts = CountingAlerts()
+    first, _ = await _fill_at_the_venue(venue, 60.0, 40.0)
+    async with Supervisor(name="first") as sup:
+        actor = _actor(store, venue, _row(state), alerts)
+        await sup.start(actor)
+        await _told_filled(actor, venue, "order update")
+        await actor.ask(OnExecution(first))
+        (checkpoint,) = (await store.load_snapshots()).rows
+    assert alerts.kinds == {}
+
+    async with Supervisor(name="second") as sup:
+        actor = _actor(store, venue, checkpoint, alerts)
+        await sup.start(actor)
+        submitted = venue.submitted
+        outcome = await actor.ask(
+            Reconcile(
+                position=BrokerPosition(SYMBOL, -50.0, 94.92),
+                open_orders=(),
+                heal=True,
+                dry_run=False,
+                restore_stop=True,
+                orphan_mode="adopt",
+                mode="boot",
+                executions=(first,),
+            )
+        )
+
+        assert isinstance(outcome, ReconcileOutcome)
+        assert (outcome.finding, outcome.unprotected) == ("drift", True)
+        assert actor.state.qty == -50.0
+        assert actor.state.stop is None
+        assert actor.state.intent(cid) is None
+        assert await store.pending_intents() == []
+        assert venue.submitted == submitted, "no stop at the old side's price"
+        assert alerts.kinds.get("unprotected") == 1
