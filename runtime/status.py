@@ -63,7 +63,8 @@ def _position(state: PositionState, bars: int, taken_at: datetime, now: datetime
             "order_id": stop.order_id or "",
             "client_order_id": stop.client_order_id,
             "price": stop.price,
-            "qty": stop.qty,
+            "qty": stop.qty,  # open qty; for a stop the venue said filled, what is to come
+            "status": stop.status,
         },
         "partials": [
             {"at": p.at.isoformat(), "price": p.price, "qty": p.qty, "reason": p.reason}

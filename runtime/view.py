@@ -60,6 +60,14 @@ async def live_view(app: App, *, enabled: bool) -> AsyncIterator[None]:
                 task.cancel()
 
 
+def _stop_cell(stop: dict[str, Any] | None) -> str:
+    if stop is None:
+        return "NONE"
+    cell = f"{stop['price']:.2f} x {stop['qty']:g}"
+    status = stop.get("status", "live")
+    return cell if status == "live" else f"{cell} ({status})"
+
+
 def print_status(body: dict[str, Any]) -> None:
     console = Console()
     console.print(f"account {body['account']}  state {body['state']}  as of {body['as_of']}")
@@ -83,7 +91,7 @@ def print_status(body: dict[str, Any]) -> None:
             p["side"],
             f"{p['qty']:g}",
             f"{p['avg_entry_price']:.2f}",
-            f"{stop['price']:.2f} x {stop['qty']:g}" if stop else "NONE",
+            _stop_cell(stop),
             str(len(p["partials"])),
             f"{p['attempts']['long']}/{p['attempts']['short']}",
             str(p["bars"]),
