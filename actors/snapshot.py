@@ -67,27 +67,24 @@ def encode_snapshot(state: PositionState, bars: BarRing) -> bytes:
     return _encoder.encode(_Snapshot(state=state, bars=bars.to_bytes()))
 
 
-def decode_state(blob: bytes, schema_version: int, symbol: str) -> PositionState:
-    """Decode the state of a snapshot of ``symbol`` (its bars unread); raise ``SnapshotError``."""
-    _check_version(schema_version, symbol)
-    try:
-        state = _decoder.decode(blob).state
-    except msgspec.DecodeError as exc:
-        raise SnapshotError(f"snapshot of {symbol} cannot be decoded: {exc}") from exc
-    _check_symbol(state, symbol)
-    return state
-
-
-def _check_version(schema_version: int, symbol: str) -> None:
+def _decode(blob: bytes, schema_version: int, symbol: str) -> _Loaded:
+    """Decode a snapshot blob of ``symbol``; raise ``SnapshotError`` when it cannot be trusted."""
     if schema_version > SCHEMA_VERSION:
         raise SnapshotError(
             f"snapshot of {symbol} has schema {schema_version}, this build knows {SCHEMA_VERSION}"
         )
+    try:
+        snap = _decoder.decode(blob)
+    except msgspec.DecodeError as exc:
+        raise SnapshotError(f"snapshot of {symbol} cannot be decoded: {exc}") from exc
+    if snap.state.symbol != symbol:
+        raise SnapshotError(f"snapshot stored under {symbol} holds {snap.state.symbol}")
+    return snap
 
 
-def _check_symbol(state: PositionState, symbol: str) -> None:
-    if state.symbol != symbol:
-        raise SnapshotError(f"snapshot stored under {symbol} holds {state.symbol}")
+def decode_state(blob: bytes, schema_version: int, symbol: str) -> PositionState:
+    """Decode the state of a snapshot of ``symbol`` (its bars unread); raise ``SnapshotError``."""
+    return _decode(blob, schema_version, symbol).state
 
 
 def decode_snapshot(
@@ -103,21 +100,15 @@ def decode_snapshot(
     embeds, else empty. A state that decodes with a ``bars`` that does not
     raises ``BarsError``, which carries the state.
     """
-    _check_version(schema_version, symbol)
-    try:
-        snap = _decoder.decode(blob)
-        embedded = snap.bars
-        ring = (
-            BarRing(symbol, capacity)
-            if embedded is None or bars is not None
-            else BarRing.from_bytes(symbol, embedded, capacity)
-        )
-    except (msgspec.DecodeError, ValueError) as exc:
-        raise SnapshotError(f"snapshot of {symbol} cannot be decoded: {exc}") from exc
-    _check_symbol(snap.state, symbol)
+    snap = _decode(blob, schema_version, symbol)
     if bars is not None:
         try:
-            ring = BarRing.from_bytes(symbol, bars, capacity)
+            return snap.state, BarRing.from_bytes(symbol, bars, capacity)
         except ValueError as exc:
             raise BarsError(f"bar buffer of {symbol} cannot be decoded: {exc}", snap.state) from exc
-    return snap.state, ring
+    if snap.bars is None:
+        return snap.state, BarRing(symbol, capacity)
+    try:
+        return snap.state, BarRing.from_bytes(symbol, snap.bars, capacity)
+    except ValueError as exc:  # inside the blob: the snapshot as a whole is not to be trusted
+        raise SnapshotError(f"snapshot of {symbol} cannot be decoded: {exc}") from exc
