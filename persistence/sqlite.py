@@ -326,13 +326,7 @@ class SqliteStore:
 
     async def closed_trades(self, since: date | None = None) -> list[ClosedTradeRow]:
         """Return closed trades of trading day ``since`` and later (all when None), by exit."""
-        sql = f"SELECT {columns(ClosedTradeRow)} FROM closed_trades"
-        params: tuple[str, ...] = ()
-        if since is not None:
-            sql += " WHERE trading_day >= ?"
-            params = (since.isoformat(),)
-        rows = await self._select(sql + " ORDER BY exit_at, rowid", params)
-        return self._decode(ClosedTradeRow, rows)
+        return await self._since_day(ClosedTradeRow, "closed_trades", since, "exit_at, rowid")
 
     async def session(self) -> SessionRow | None:
         """Return the session row of the latest trading day, or None."""
@@ -344,12 +338,18 @@ class SqliteStore:
 
     async def sessions(self, since: date | None = None) -> list[SessionRow]:
         """Return the session rows of trading day ``since`` and later (all when None), by day."""
-        sql = f"SELECT {columns(SessionRow)} FROM sessions"
+        return await self._since_day(SessionRow, "sessions", since, "trading_day")
+
+    async def _since_day(
+        self, row_type: type[_T], table: str, since: date | None, order: str
+    ) -> list[_T]:
+        """Return ``table``'s rows of trading day ``since`` and later (all when None)."""
+        sql = f"SELECT {columns(row_type)} FROM {table}"
         params: tuple[str, ...] = ()
         if since is not None:
             sql += " WHERE trading_day >= ?"
             params = (since.isoformat(),)
-        return self._decode(SessionRow, await self._select(sql + " ORDER BY trading_day", params))
+        return self._decode(row_type, await self._select(f"{sql} ORDER BY {order}", params))
 
     async def reports(self, limit: int = 50) -> list[ReportRow]:
         """Return the latest ``limit`` reconciliation reports, newest first."""
