@@ -6,19 +6,15 @@ once (its own book is not what is tested); the store is a real file.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import msgspec
-import pytest
 
 from actors.messages import FillAck, OnBar, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
 from actors.snapshot import decode_snapshot, encode_snapshot
 from actors.state import SCHEMA_VERSION
 from bench._world import (
-    ACCOUNT,
     DAY,
     CountingAlerts,
     InstantVenue,
@@ -28,20 +24,11 @@ from bench._world import (
     ring_of,
 )
 from brokers.base import Bar, BrokerPosition, Execution, OrderStatus, Side
-from persistence import PutIntent, SnapshotRow, SqliteStore, open_store
+from persistence import PutIntent, SnapshotRow, SqliteStore
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
 LAST_OPEN = TradingCalendar().open_of(DAY) + timedelta(hours=2)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_store(tmp_path / "heal.db", ACCOUNT)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _venue_holding(member: Member) -> InstantVenue:

@@ -8,12 +8,9 @@ a real file.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import msgspec
-import pytest
 
 from actors import model
 from actors.bars import BarRing
@@ -32,7 +29,7 @@ from brokers.base import (
     OrderType,
     Side,
 )
-from persistence import PutIntent, SnapshotRow, SqliteStore, open_store
+from persistence import PutIntent, SnapshotRow, SqliteStore
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
@@ -123,15 +120,6 @@ def _boot(resting: Order) -> Reconcile:
         orphan_mode="adopt",
         mode="boot",
     )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_store(tmp_path / "orders.db", ACCOUNT)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def test_a_replace_refused_because_the_stop_filled_leaves_no_live_stop_behind(

@@ -10,7 +10,7 @@ buffer, not the state.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -91,15 +91,6 @@ class _Recording:
     async def __call__(self, writes: Sequence[Write]) -> CommitResult:
         self.bars.extend(w.row.bars for w in writes if isinstance(w, PutSnapshot))
         return await self.inner(writes)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_store(tmp_path / "bars.db", ACCOUNT)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def _stored(store: SqliteStore) -> SnapshotRow:

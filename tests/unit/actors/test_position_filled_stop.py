@@ -17,9 +17,7 @@ real file.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -42,7 +40,7 @@ from actors.state import SCHEMA_VERSION, IntentKind, PositionState, StopOrder
 from actors.strategy import Action, MoveStop, Session
 from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
 from brokers.base import Bar, BrokerPosition, Execution, Order, OrderStatus, OrderType, Side
-from persistence import PutIntent, SnapshotRow, SqliteStore, open_store
+from persistence import PutIntent, SnapshotRow, SqliteStore
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
@@ -88,15 +86,6 @@ class MovesStopOnce:
             return []
         self.moved = True
         return [MoveStop(price=ENTRY_PRICE, qty=state.stop.qty)]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_store(tmp_path / "filled-stop.db", ACCOUNT)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _held(qty: float, stop_qty: float) -> tuple[PositionState, Order]:

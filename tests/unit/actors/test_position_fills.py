@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,15 +51,6 @@ def _fill(actor: PositionActor, exec_id: str, qty: float) -> Execution:
         price=100.0,
         ts=START,
     )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_store(tmp_path / "fills.db", ACCOUNT)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _loaded(store: SqliteStore, venue: InstantVenue, alerts: CountingAlerts) -> PositionActor:

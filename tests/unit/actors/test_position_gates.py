@@ -9,9 +9,7 @@ no I/O), the store a real SQLite file.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +21,7 @@ from actors.snapshot import encode_snapshot
 from actors.state import SCHEMA_VERSION, IntentKind, PositionState
 from bench._world import ACCOUNT, BAR_SECONDS, DAY, CountingAlerts, InstantVenue, context
 from brokers.base import Bar
-from persistence import SnapshotRow, SqliteStore, open_store
+from persistence import SnapshotRow, SqliteStore
 from runtime.actor import ActorHalted, Lifecycle
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
@@ -52,15 +50,6 @@ def _row() -> SnapshotRow:
         assert ring.append(_bar(minute, RESISTANCE - 0.5))
     blob = encode_snapshot(state, ring)
     return SnapshotRow(SYMBOL, blob, SCHEMA_VERSION, state.seq, _bar(WARM - 1, 1.0).ts)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_store(tmp_path / "gates.db", ACCOUNT)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def _started(

@@ -10,9 +10,7 @@ whole start (the day rolled to, the bars too old for the buffer dropped).
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +21,7 @@ from actors.snapshot import encode_snapshot
 from actors.state import SCHEMA_VERSION, PositionState
 from bench._world import ACCOUNT, BAR_SECONDS, DAY, CountingAlerts, InstantVenue, context
 from brokers.base import Bar
-from persistence import PutSnapshot, SnapshotRow, SqliteStore, open_store
+from persistence import PutSnapshot, SnapshotRow, SqliteStore
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
@@ -69,15 +67,6 @@ def _snapshot_with_bars(bars: bytes) -> bytes:
     assert good.endswith(empty)
     assert len(bars) == len(empty)
     return good[: -len(empty)] + bars
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_store(tmp_path / "start.db", ACCOUNT)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def _start(

@@ -13,9 +13,7 @@ venue and the brokers do); the store is a real file.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -37,7 +35,7 @@ from brokers.base import (
     OrderStatus,
     Side,
 )
-from persistence import SnapshotRow, SqliteStore, open_store
+from persistence import SnapshotRow, SqliteStore
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
@@ -45,15 +43,6 @@ START = TradingCalendar().open_of(DAY) + timedelta(hours=1)
 SYMBOL = "AAPL"
 ENTRY_PRICE = 100.0
 STOP_PRICE = 99.0
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = await open_store(tmp_path / "stop-fills.db", ACCOUNT)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _entry_in_flight() -> PositionState:
