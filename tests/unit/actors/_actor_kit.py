@@ -14,9 +14,11 @@ from typing import Any
 
 from actors import model
 from actors.bars import BarRing
-from actors.state import ClosedTrade, Intent, PositionState
+from actors.snapshot import encode_snapshot
+from actors.state import SCHEMA_VERSION, ClosedTrade, Intent, PositionState
 from actors.strategy import Session
 from brokers.base import Bar, BrokerPosition, Execution, Order, OrderStatus, OrderType, Side
+from persistence import SnapshotRow
 
 ACCOUNT = "PA-TEST-1"
 SYMBOL = "AAPL"
@@ -34,6 +36,12 @@ def position_state(**changes: Any) -> PositionState:
     fields: dict[str, Any] = {"account": ACCOUNT, "symbol": SYMBOL, "trading_day": DAY}
     fields.update(changes)
     return PositionState(**fields)
+
+
+def snapshot_row(state: PositionState, taken_at: datetime) -> SnapshotRow:
+    """Return the snapshot row of ``state`` (an empty 240-bar buffer), taken at ``taken_at``."""
+    blob = encode_snapshot(state, BarRing(state.symbol, 240))
+    return SnapshotRow(state.symbol, blob, SCHEMA_VERSION, state.seq, taken_at)
 
 
 def at(minute: int, day: date = DAY) -> datetime:

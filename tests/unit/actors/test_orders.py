@@ -13,12 +13,10 @@ from datetime import timedelta
 import msgspec
 
 from actors import model
-from actors.bars import BarRing
 from actors.messages import FillAck, FlattenNow, OnExecution, Reconcile, ReconcileOutcome
 from actors.orders import intent_row
 from actors.position import PositionActor
-from actors.snapshot import encode_snapshot
-from actors.state import SCHEMA_VERSION, IntentKind, PositionState, StopOrder
+from actors.state import IntentKind, PositionState, StopOrder
 from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
 from brokers.base import (
     BrokerPosition,
@@ -29,9 +27,10 @@ from brokers.base import (
     OrderType,
     Side,
 )
-from persistence import PutIntent, SnapshotRow, SqliteStore
+from persistence import PutIntent, SqliteStore
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
+from tests.unit.actors._actor_kit import snapshot_row
 
 START = TradingCalendar().open_of(DAY) + timedelta(hours=1)
 SYMBOL = "MSFT"
@@ -96,12 +95,6 @@ def _held_with_oversized_stop() -> tuple[PositionState, Order]:
     return state, resting
 
 
-def _row(state: PositionState) -> SnapshotRow:
-    return SnapshotRow(
-        SYMBOL, encode_snapshot(state, BarRing(SYMBOL, 240)), SCHEMA_VERSION, state.seq, START
-    )
-
-
 def _stop_fill(stop: Order) -> Execution:
     """Return the whole fill of ``stop`` (100 shares at its price)."""
     return Execution(
@@ -130,7 +123,7 @@ async def test_a_replace_refused_because_the_stop_filled_leaves_no_live_stop_beh
     state, resting = _held_with_oversized_stop()
     venue.orders[resting.order_id] = resting
     venue.by_client[resting.client_order_id] = resting.order_id
-    row = _row(state)
+    row = snapshot_row(state, START)
     async with Supervisor(name="test") as sup:
         actor = PositionActor(SYMBOL, context(store, venue, alerts=alerts), row)
         await sup.start(actor)
@@ -172,7 +165,7 @@ async def test_a_stop_the_venue_reports_filled_is_not_canceled_again_before_its_
         resting, status=OrderStatus.FILLED, filled_qty=100.0, avg_fill_price=STOP_PRICE
     )
     venue.by_client[resting.client_order_id] = resting.order_id
-    row = _row(state)
+    row = snapshot_row(state, START)
     async with Supervisor(name="test") as sup:
         actor = PositionActor(SYMBOL, context(store, venue, alerts=alerts), row)
         await sup.start(actor)
@@ -209,7 +202,7 @@ async def test_a_refused_resize_puts_the_stop_and_its_intent_back_as_they_rest(
     assert stop_intent is not None
     await store.commit([PutIntent(intent_row(SYMBOL, stop_intent))])
     async with Supervisor(name="test") as sup:
-        actor = PositionActor(SYMBOL, context(store, venue), _row(state))
+        actor = PositionActor(SYMBOL, context(store, venue), snapshot_row(state, START))
         await sup.start(actor)
 
         await actor.ask(_boot(resting))

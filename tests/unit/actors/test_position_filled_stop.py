@@ -35,14 +35,14 @@ from actors.messages import (
 )
 from actors.orders import intent_row
 from actors.position import PositionActor
-from actors.snapshot import encode_snapshot
-from actors.state import SCHEMA_VERSION, IntentKind, PositionState, StopOrder
+from actors.state import IntentKind, PositionState, StopOrder
 from actors.strategy import Action, MoveStop, Session
 from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
 from brokers.base import Bar, BrokerPosition, Execution, Order, OrderStatus, OrderType, Side
 from persistence import PutIntent, SnapshotRow, SqliteStore
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
+from tests.unit.actors._actor_kit import snapshot_row
 
 START = TradingCalendar().open_of(DAY) + timedelta(hours=1)
 SYMBOL = "NVDA"
@@ -125,11 +125,6 @@ def _held(qty: float, stop_qty: float) -> tuple[PositionState, Order]:
     return state, resting
 
 
-def _row(state: PositionState) -> SnapshotRow:
-    blob = encode_snapshot(state, BarRing(SYMBOL, 240))
-    return SnapshotRow(SYMBOL, blob, SCHEMA_VERSION, state.seq, START)
-
-
 async def _world(
     store: SqliteStore, qty: float, stop_qty: float
 ) -> tuple[RecordingVenue, PositionState, str]:
@@ -210,7 +205,7 @@ async def test_a_filled_stop_delivered_as_two_executions_is_booked_as_the_stops(
     venue, state, cid = await _world(store, 100.0, 100.0)
     alerts = CountingAlerts()
     async with Supervisor(name="test") as sup:
-        actor = _actor(store, venue, _row(state), alerts)
+        actor = _actor(store, venue, snapshot_row(state, START), alerts)
         await sup.start(actor)
         first, second = await _fill_at_the_venue(venue, 60.0, 40.0)
 
@@ -261,7 +256,7 @@ async def test_the_orders_filled_update_and_its_executions_in_any_order(
     venue, state, cid = await _world(store, 100.0, 100.0)
     alerts = CountingAlerts()
     async with Supervisor(name="test") as sup:
-        actor = _actor(store, venue, _row(state), alerts)
+        actor = _actor(store, venue, snapshot_row(state, START), alerts)
         await sup.start(actor)
         first, second = await _fill_at_the_venue(venue, 60.0, 40.0)
         update = OnOrderUpdate(venue.orders[STOP_ID])
@@ -300,7 +295,7 @@ async def test_a_position_the_filled_stop_leaves_open_is_unprotected_after_its_l
     venue, state, cid = await _world(store, held, 100.0)
     alerts = CountingAlerts()
     async with Supervisor(name="test") as sup:
-        actor = _actor(store, venue, _row(state), alerts)
+        actor = _actor(store, venue, snapshot_row(state, START), alerts)
         await sup.start(actor)
         first, second = await _fill_at_the_venue(venue, 60.0, 40.0)
         await _told_filled(actor, venue, "refused cancel")
@@ -338,7 +333,7 @@ async def test_a_crash_between_the_filled_stops_executions_recovers_the_same(
     alerts = CountingAlerts()
     first, second = await _fill_at_the_venue(venue, 60.0, 40.0)
     async with Supervisor(name="first") as sup:
-        actor = _actor(store, venue, _row(state), alerts)
+        actor = _actor(store, venue, snapshot_row(state, START), alerts)
         await sup.start(actor)
         await _told_filled(actor, venue, how)
         await actor.ask(OnExecution(first))
@@ -382,7 +377,7 @@ async def test_a_boot_that_cannot_replay_the_rest_of_a_filled_stop_past_zero_tru
     alerts = CountingAlerts()
     first, _ = await _fill_at_the_venue(venue, 60.0, 40.0)
     async with Supervisor(name="first") as sup:
-        actor = _actor(store, venue, _row(state), alerts)
+        actor = _actor(store, venue, snapshot_row(state, START), alerts)
         await sup.start(actor)
         await _told_filled(actor, venue, "order update")
         await actor.ask(OnExecution(first))

@@ -22,8 +22,7 @@ from actors import model
 from actors.bars import BarRing
 from actors.messages import FillAck, OnBar, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
-from actors.snapshot import encode_snapshot
-from actors.state import SCHEMA_VERSION, PositionState, StopOrder
+from actors.state import PositionState, StopOrder
 from actors.strategy import Action, MoveStop, Session
 from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
 from brokers.base import (
@@ -35,9 +34,10 @@ from brokers.base import (
     OrderStatus,
     Side,
 )
-from persistence import SnapshotRow, SqliteStore
+from persistence import SqliteStore
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
+from tests.unit.actors._actor_kit import snapshot_row
 
 START = TradingCalendar().open_of(DAY) + timedelta(hours=1)
 SYMBOL = "AAPL"
@@ -52,11 +52,6 @@ def _entry_in_flight() -> PositionState:
         state, day=DAY, pivot=100.0, side=Side.BUY, qty=100.0, now=START, max_attempts=2
     )
     return msgspec.structs.replace(state, targets=(102.0, 104.0), planned_stop=STOP_PRICE)
-
-
-def _row(state: PositionState) -> SnapshotRow:
-    blob = encode_snapshot(state, BarRing(SYMBOL, 240))
-    return SnapshotRow(SYMBOL, blob, SCHEMA_VERSION, state.seq, START)
 
 
 class MovesStopOnce:
@@ -82,7 +77,9 @@ def _actor(
     strategy: MovesStopOnce | None = None,
 ) -> PositionActor:
     venue.market_time = START
-    return PositionActor(SYMBOL, context(store, venue, alerts=alerts), _row(state), strategy)
+    return PositionActor(
+        SYMBOL, context(store, venue, alerts=alerts), snapshot_row(state, START), strategy
+    )
 
 
 async def _long_100_with_its_stop(actor: PositionActor) -> StopOrder:
