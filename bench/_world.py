@@ -20,7 +20,6 @@ venue.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import struct
 from array import array
@@ -50,6 +49,7 @@ from brokers.base import (
     Side,
     signed,
 )
+from brokers.sim.matching import positive
 from persistence.protocol import IntentRow, Store
 from runtime.alerts import Alert
 from runtime.clock import Clock, FunctionClock, RealClock, TradingCalendar
@@ -76,10 +76,6 @@ BAR_SECONDS = 60
 CAPACITY = 240
 _FIELDS = 6
 _EPS = 1e-9  # the sim venue's quantity tolerance
-
-
-def _positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
 
 
 def symbols(n: int) -> list[str]:
@@ -378,10 +374,10 @@ class InstantVenue:
             raise OrderRejected(
                 f"order {order_id} is not a resting stop ({order.type}, {order.status})"
             )
-        if not _positive(stop_price):
+        if not positive(stop_price):
             raise OrderRejected(f"stop_price {stop_price!r} is not a positive number")
         total = order.qty if qty is None else float(qty)
-        if not _positive(total) or total <= order.filled_qty + _EPS:
+        if not positive(total) or total <= order.filled_qty + _EPS:
             raise OrderRejected(
                 f"qty {qty!r} must be a number above the filled qty {order.filled_qty}"
             )
@@ -407,12 +403,12 @@ class InstantVenue:
         if not order.status.is_open:
             raise OrderRejected(f"order {order_id} is {order.status}, it cannot fill")
         resting = order.qty - order.filled_qty
-        if not _positive(qty) or qty > resting + _EPS:
+        if not positive(qty) or qty > resting + _EPS:
             raise OrderRejected(
                 f"fill of {qty!r}: {resting} of order {order_id} rest, so a fill is above 0 "
                 f"and at most {resting}"
             )
-        if not _positive(price):
+        if not positive(price):
             raise OrderRejected(f"price {price!r} is not a positive number")
         filled = order.filled_qty + qty
         done = filled >= order.qty - _EPS
