@@ -13,9 +13,17 @@ Why it is built this way:
   in it gets ``StoreWriteError``, so nothing of any of its batches is visible.
 * Batches arrive encoded (``codec.encode_batch`` runs in the caller), so a
   malformed write fails its own commit and cannot poison a group.
-* A group's whole transaction (BEGIN IMMEDIATE, every statement, COMMIT) runs
-  as one call on the connection's thread: one hop instead of one per
-  statement, each of which would wait for the GIL behind a busy loop.
+* The writer is a drain that runs on the connection's own thread and holds it
+  while the store is open: it takes every pending batch, runs the group's
+  whole transaction (BEGIN IMMEDIATE, every statement, COMMIT), posts the
+  answers to the loop in one callback and goes straight on to the next group.
+  The event loop is on the path only to hand a batch over (a thread-safe
+  queue) and to hear the answer. (Before, a writer task on the loop took the
+  groups and sent each transaction to the thread: on a busy loop the next
+  group waited for that task's turn after every commit, and the answer waited
+  for two turns, the task's and then the waiter's.) What the drain changes
+  that the loop reads (health, counts, a death) is set before the answers
+  are posted.
 * A WAL checkpoint never delays the commit that crosses its threshold.
   SQLite's automatic checkpoint runs inside that ``COMMIT``: its waiters (and
   every fill queued behind them) wait for a copy of ~1,000 pages and an fsync
@@ -38,9 +46,11 @@ Why it is built this way:
   says which way the last commit went). Anything else (a bug, a closed
   connection) stops it, and then every pending and every later commit fails
   with ``StoreWriteError``: nobody waits on a writer that is gone.
-* The writer is a task owned by the store: started by ``open_store``, stopped
-  by ``close()`` through a sentinel queued behind what is pending, so close
-  drains before it returns.
+* The writer is owned by the store: started by ``open_store`` (a task on the
+  loop that holds the connection's thread for the drain), stopped by
+  ``close()`` through a stop item queued behind what is pending, so close
+  drains before it returns and the thread is free for the connection's close.
+  The backlog is bounded (``max_pending``): a commit beyond it waits for room.
 """
 
 from __future__ import annotations
@@ -48,10 +58,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -71,23 +82,28 @@ _CHECKPOINT_PAGES_BUSY = 4_000  # ... and when commits never stop coming
 
 
 class _Pending:
-    __slots__ = ("batch", "future")
+    __slots__ = ("batch", "future", "posted")
 
     def __init__(self, batch: EncodedBatch, future: asyncio.Future[frozenset[str]]) -> None:
         self.batch = batch
         self.future = future
+        self.posted = False  # its answer is on its way to the loop
 
 
 class _Call:
     """Run ``work(connection)`` on the connection's thread, in order with the commits."""
 
-    __slots__ = ("future", "work")
+    __slots__ = ("future", "posted", "work")
 
     def __init__(
         self, work: Callable[[sqlite3.Connection], object], future: asyncio.Future[object]
     ) -> None:
         self.work = work
         self.future = future
+        self.posted = False
+
+
+_Item = _Pending | _Call | None  # None: stop after what came before
 
 
 def _pages(batch: EncodedBatch) -> int:
@@ -101,12 +117,20 @@ def _pages(batch: EncodedBatch) -> int:
     return size // _PAGE
 
 
-def _fail(pending: _Pending, message: str, cause: BaseException | None) -> None:
-    if pending.future.done():
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    """Answer ``future`` on the loop (its waiter may have been cancelled meanwhile)."""
+    if future.done():
         return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def _write_error(message: str, cause: BaseException | None) -> StoreWriteError:
     error = StoreWriteError(message)  # one instance per waiter: tracebacks must not pile up
     error.__cause__ = cause
-    pending.future.set_exception(error)
+    return error
 
 
 class GroupCommitWriter:
@@ -114,7 +138,7 @@ class GroupCommitWriter:
 
     ``conn`` must be in autocommit mode (``isolation_level=None``); the writer
     issues ``BEGIN IMMEDIATE`` / ``COMMIT`` itself. Nothing else may use it
-    while the writer runs.
+    while the writer runs: the writer's drain holds the connection's thread.
     """
 
     def __init__(
@@ -128,10 +152,14 @@ class GroupCommitWriter:
         self._conn = conn
         self._before_commit = before_commit
         self._path = path
-        self._queue: asyncio.Queue[_Pending | _Call | None] = asyncio.Queue(max_pending)
+        self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._room = asyncio.Semaphore(max_pending)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stopped = False
+        self._stop_sent = False
+        self._stopped = False  # nothing reads the inbox any more (loop side)
         self._failure: BaseException | None = None
+        # Written by the drain (the connection's thread), read on the loop.
         self._transactions = 0
         self._healthy = True
         self._unchecked_pages = 0  # written since the last WAL checkpoint
@@ -156,26 +184,24 @@ class GroupCommitWriter:
     @property
     def pending(self) -> int:
         """Return how many batches wait for the next transaction."""
-        return self._queue.qsize()
+        return self._inbox.qsize()
 
     def start(self) -> None:
-        """Start the writer task; the caller owns it through ``stop()``."""
+        """Start the writer; the caller owns it through ``stop()``."""
         if self._task is not None:
             raise RuntimeError("writer already started")
-        self._task = asyncio.create_task(self._run(), name=f"store-writer {self._path.name}")
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._own(), name=f"store-writer {self._path.name}")
 
     async def submit(self, batch: EncodedBatch) -> frozenset[str]:
         """Commit ``batch`` with whatever else is pending; return its duplicate exec ids.
 
-        Await while the queue is full. Raise ``StoreWriteError`` when the
-        transaction fails or the writer is gone. Once queued, a batch is
-        committed even if the caller is cancelled.
+        Await while ``max_pending`` batches wait. Raise ``StoreWriteError``
+        when the transaction fails or the writer is gone. Once queued, a batch
+        is committed even if the caller is cancelled.
         """
-        self._raise_if_gone()
-        future: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(batch, future))
-        # The writer may have stopped while we waited for room; then nobody reads the queue.
-        self._raise_if_gone()
+        future: asyncio.Future[frozenset[str]] = await self._enqueue()
+        self._inbox.put(_Pending(batch, future))
         return await future
 
     async def call(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -183,91 +209,177 @@ class GroupCommitWriter:
 
         For what only the write connection may do (tests that play a full disk).
         """
-        self._raise_if_gone()
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Call(work, future))
-        self._raise_if_gone()
+        future: asyncio.Future[object] = await self._enqueue()
+        self._inbox.put(_Call(work, future))
         return cast(_T, await future)
 
+    async def _enqueue(self) -> asyncio.Future[Any]:
+        """Wait for room; return the future of an item the caller queues at once.
+
+        Nothing awaits between the last check and the caller's ``put``: the
+        owner marks the writer stopped (and fails what the inbox still holds)
+        on the loop, so an item is either drained or failed, never stranded.
+        """
+        self._raise_if_gone()
+        await self._room.acquire()
+        try:
+            self._raise_if_gone()
+        except BaseException:
+            self._room.release()
+            raise
+        return asyncio.get_running_loop().create_future()
+
     async def stop(self) -> None:
-        """Commit everything queued so far, then stop the writer task and wait for it."""
+        """Commit everything queued so far, then stop the writer and wait for it."""
         if self._task is None:
             return
-        if not self._stopped:
-            await self._queue.put(None)
-        await self._task
+        if not self._stop_sent:
+            self._stop_sent = True
+            self._inbox.put(None)
+        # Not ``await self._task``: a writer cancelled under the store (a loop shutting
+        # down) must not make close() look cancelled; its failure is recorded.
+        await asyncio.wait([self._task])
 
     def _raise_if_gone(self) -> None:
         if self._failure is not None:
             raise StoreWriteError(
                 f"store {self._path} writer died ({self._failure!r}); nothing more can be stored"
             ) from self._failure
-        if self._stopped:
+        if self._stopped or self._stop_sent:
             raise StoreWriteError(f"store {self._path} writer has stopped")
 
-    async def _run(self) -> None:
+    # -- the loop side: the owner task -------------------------------------------
+
+    async def _own(self) -> None:
+        """Hold the connection's thread for the drain until it stops; then fail leftovers."""
         try:
-            stopping = False
-            while not stopping:
-                group: list[_Pending] = []
-                item = await self._queue.get()
-                while True:
-                    if item is None:
-                        stopping = True
-                        break
-                    if isinstance(item, _Call):
-                        if group:
-                            await self._commit(group)
-                            await self._maybe_checkpoint(busy=True)
-                            group = []
-                        await self._call(item)
-                    else:
-                        group.append(item)
-                    try:
-                        item = self._queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        break
-                if group:
-                    await self._commit(group)
-                await self._maybe_checkpoint(busy=not self._queue.empty())
+            await _on_connection_thread(self._conn, self._drain)
         except asyncio.CancelledError:
             self._failure = asyncio.CancelledError("store writer cancelled")
+            self._stopped = True
+            self._fail_leftovers()
+            self._inbox.put(None)  # the drain still runs: it stops after what it took
             raise
         except Exception as exc:
-            self._failure = exc
-            _log.critical("store %s writer died; commits will fail", self._path, exc_info=True)
-        finally:
-            self._stopped = True
-            while not self._queue.empty():
-                pending = self._queue.get_nowait()
-                if isinstance(pending, _Pending):
-                    _fail(pending, f"store {self._path} writer stopped", self._failure)
-                elif isinstance(pending, _Call) and not pending.future.done():
-                    pending.future.set_exception(
-                        StoreWriteError(f"store {self._path} writer stopped")
-                    )
+            if self._failure is None:  # not the drain's own death, which it reported
+                self._failure = exc
+                _log.critical("store %s writer died; commits will fail", self._path, exc_info=exc)
+        self._stopped = True
+        self._fail_leftovers()
 
-    async def _call(self, item: _Call) -> None:
+    def _fail_leftovers(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._room.release()
+                message = f"store {self._path} writer stopped"
+                _settle(item.future, None, _write_error(message, self._failure))
+
+    def _post(self, group: Sequence[_Pending | _Call], results: Sequence[object]) -> None:
+        """From the drain: answer ``group`` (a result or a ``_Raised`` each) in one callback."""
+        for item in group:
+            item.posted = True
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(self._answer, group, results)
+
+    def _answer(self, group: Sequence[_Pending | _Call], results: Sequence[object]) -> None:
+        """On the loop: settle each waiter of ``group`` and give its room back."""
+        for item, result in zip(group, results, strict=True):
+            self._room.release()
+            if isinstance(result, _Raised):
+                _settle(item.future, None, result.error)
+            else:
+                _settle(item.future, result, None)
+
+    # -- the connection's thread: the drain ----------------------------------------
+
+    def _drain(self, conn: sqlite3.Connection) -> None:
+        """Commit what arrives, group by group, until the stop item; checkpoint between."""
+        inbox = self._inbox
+        while True:
+            taken: list[_Pending | _Call] = []
+            item = inbox.get()
+            while item is not None:
+                taken.append(item)
+                try:
+                    item = inbox.get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                self._work_through(conn, taken)
+            except BaseException as exc:
+                # A bug, not I/O: the writer is gone. Said before anyone hears of it.
+                self._failure = exc
+                _log.critical("store %s writer died; commits will fail", self._path, exc_info=exc)
+                left = [t for t in taken if not t.posted]
+                message = f"store {self._path} writer died: {exc!r}"
+                self._post(left, [_Raised(_write_error(message, exc)) for _ in left])
+                raise
+            if item is None:
+                return
+            self._maybe_checkpoint(conn, busy=not inbox.empty())
+
+    def _work_through(self, conn: sqlite3.Connection, taken: list[_Pending | _Call]) -> None:
+        """Run ``taken`` in order: consecutive commits as one group, calls between groups."""
+        group: list[_Pending] = []
+        for item in taken:
+            if isinstance(item, _Call):
+                if group:
+                    self._commit(conn, group)
+                    self._maybe_checkpoint(conn, busy=True)
+                    group = []
+                self._call(conn, item)
+            else:
+                group.append(item)
+        if group:
+            self._commit(conn, group)
+
+    def _call(self, conn: sqlite3.Connection, item: _Call) -> None:
         try:
-            result = await _on_connection_thread(self._conn, item.work)
+            result: object = item.work(conn)
         except Exception as exc:
-            if not item.future.done():
-                item.future.set_exception(exc)
-        else:
-            if not item.future.done():
-                item.future.set_result(result)
+            result = _Raised(exc)
+        self._post([item], [result])
 
-    async def _maybe_checkpoint(self, *, busy: bool) -> None:
+    def _commit(self, conn: sqlite3.Connection, group: list[_Pending]) -> None:
+        """Commit ``group`` in one transaction and post the answers.
+
+        A failed transaction (``sqlite3.Error``) fails its waiters and marks
+        the store unhealthy; anything else is raised to the drain, which fails
+        them and stops the writer.
+        """
+        batches = [pending.batch for pending in group]
+        try:
+            duplicates = _transact(conn, batches, self._before_commit)
+        except sqlite3.Error as exc:  # rolled back: nothing of it was stored
+            message = f"store {self._path}: commit of {len(group)} batch(es) failed: {exc}"
+            self._healthy = False  # before the waiters hear of it
+            _log.error("%s; nothing of it was stored, store unhealthy", message)
+            self._post(group, [_Raised(_write_error(message, exc)) for _ in group])
+            return
+        self._transactions += 1
+        self._unchecked_pages += sum(_pages(b) for b in batches)
+        if not self._healthy:
+            _log.warning("store %s: commits succeed again, store healthy", self._path)
+            self._healthy = True
+        self._post(group, duplicates)
+
+    def _maybe_checkpoint(self, conn: sqlite3.Connection, *, busy: bool) -> None:
         """Checkpoint the WAL after ~1,000 pages when nothing waits, ~4,000 when ``busy``.
 
-        Runs after the groups were answered. A failed checkpoint (disk full) is
-        logged once per failing streak and tried again after the next commit;
-        it loses nothing: the WAL still holds every committed page.
+        Runs after the group's answers were posted. A failed checkpoint (disk
+        full) is logged once per failing streak and tried again after the next
+        commit; it loses nothing: the WAL still holds every committed page.
         """
         if self._unchecked_pages < (_CHECKPOINT_PAGES_BUSY if busy else _CHECKPOINT_PAGES):
             return
         try:
-            await _on_connection_thread(self._conn, _checkpoint)
+            _checkpoint(conn)
         except sqlite3.Error as exc:
             if not self._checkpoint_failing:
                 _log.error("store %s: WAL checkpoint failed: %s", self._path, exc)
@@ -279,30 +391,14 @@ class GroupCommitWriter:
         self._unchecked_pages = 0
         self._checkpoints += 1
 
-    async def _commit(self, group: list[_Pending]) -> None:
-        batches = [pending.batch for pending in group]
-        before_commit = self._before_commit
-        try:
-            duplicates = await _on_connection_thread(
-                self._conn, lambda conn: _transact(conn, batches, before_commit)
-            )
-        except BaseException as exc:
-            message = f"store {self._path}: commit of {len(group)} batch(es) failed: {exc}"
-            for pending in group:
-                _fail(pending, message, exc)
-            if not isinstance(exc, sqlite3.Error):
-                raise
-            _log.error("%s; nothing of it was stored, store unhealthy", message)
-            self._healthy = False
-            return
-        self._transactions += 1
-        self._unchecked_pages += sum(_pages(b) for b in batches)
-        if not self._healthy:
-            _log.warning("store %s: commits succeed again, store healthy", self._path)
-            self._healthy = True
-        for pending, dups in zip(group, duplicates, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(dups)
+
+class _Raised:
+    """An exception to be raised in the waiter rather than returned to it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 async def _on_connection_thread(

@@ -95,22 +95,70 @@ async def test_after_space_returns_the_retry_is_stored(store: SqliteStore) -> No
 
 
 async def test_a_dead_writer_fails_pending_and_later_commits(
-    store: SqliteStore, caplog: pytest.LogCaptureFixture
+    store_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await store._write_conn.close()  # the connection vanishes under the writer: a bug, not I/O
+    def bug() -> None:  # inside the transaction: not an I/O error, a bug
+        raise RuntimeError("a bug in the writer")
 
-    with caplog.at_level(logging.CRITICAL, logger="persistence.writer"):
-        outcomes = await asyncio.gather(
-            *(store.commit([PutExecution(execution(f"e-{i}"))]) for i in range(5)),
-            return_exceptions=True,
-        )
+    store = await open_store(store_path, ACCOUNT, before_commit=bug)
+    try:
+        with caplog.at_level(logging.CRITICAL, logger="persistence.writer"):
+            outcomes = await asyncio.gather(
+                *(store.commit([PutExecution(execution(f"e-{i}"))]) for i in range(5)),
+                return_exceptions=True,
+            )
 
-    assert all(isinstance(o, StoreWriteError) for o in outcomes), outcomes
-    assert "writer died" in caplog.text
-    assert not store.healthy
+        assert all(isinstance(o, StoreWriteError) for o in outcomes), outcomes
+        assert "writer died" in caplog.text
+        assert not store.healthy
+        with pytest.raises(StoreWriteError, match="writer died"):
+            await store.commit([PutExecution(execution("e-later"))])
+    finally:
+        await asyncio.wait_for(store.close(), 10)  # the connection's thread was given back
+    reopened = await open_store(store_path, ACCOUNT)
+    try:
+        assert await reopened.executions() == []  # nothing of the failed group was stored
+    finally:
+        await reopened.close()
+
+
+async def test_commits_queued_while_the_writer_works_share_the_next_transaction(
+    store: SqliteStore,
+) -> None:
+    # The drain takes the next group as soon as a transaction ends, without
+    # waiting for the event loop: what queued meanwhile goes in one transaction.
+    gate = threading.Event()
+    held = asyncio.ensure_future(store._writer.call(lambda _c: gate.wait(10)))
+    await asyncio.sleep(0.05)
+    before = store.transactions
+    queued = [
+        asyncio.ensure_future(store.commit([PutExecution(execution(f"e-{i}"))])) for i in range(20)
+    ]
+    await asyncio.sleep(0.05)
+    assert store._writer.pending == 20
+    gate.set()
+    await asyncio.gather(held, *queued)
+
+    assert store.transactions == before + 1
+    assert len(await store.executions()) == 20
+
+
+async def test_a_writer_cancelled_under_its_store_gives_the_thread_back(store_path: Path) -> None:
+    store = await open_store(store_path, ACCOUNT)
+    await store.commit([PutExecution(execution("e-1"))])
+    task = store._writer._task
+    assert task is not None
+    task.cancel()  # as at a loop shutdown that cancels every task
+    await asyncio.wait([task])
+
     with pytest.raises(StoreWriteError, match="writer died"):
-        await store.commit([PutExecution(execution("e-later"))])
-    await store.close()
+        await store.commit([PutExecution(execution("e-2"))])
+    await asyncio.wait_for(store.close(), 10)  # the drain stopped: close is not stuck behind it
+    reopened = await open_store(store_path, ACCOUNT)
+    try:
+        assert [e.exec_id for e in await reopened.executions()] == ["e-1"]
+    finally:
+        await reopened.close()
 
 
 async def test_close_drains_pending_commits(store_path: Path) -> None:
