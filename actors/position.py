@@ -138,7 +138,7 @@ class PositionActor(Actor[PositionMsg]):
         self._verified_open: datetime | None = None  # opened_at of a position known to exist
         self.unverified = False
         self._dirty = False
-        self._bars_saved: tuple[BarRing, int, float] | None = None  # _bars_mark() as stored
+        self._bars_saved: tuple[BarRing, float] | None = None  # _bars_mark() as stored
         self.desk_activity = float("-inf")  # wall monotonic time of the last order/fill event
         self.desk = OrderDesk(self)
         self._day: TradingDay | None = None  # the trading day of the last bar
@@ -296,15 +296,16 @@ class PositionActor(Actor[PositionMsg]):
 
     # -- durability ----------------------------------------------------------------
 
-    def _bars_mark(self) -> tuple[BarRing, int, float]:
-        """Return what tells the bar buffer changed: the ring, its size, its last bar's time.
+    def _bars_mark(self) -> tuple[BarRing, float]:
+        """Return what tells the bar buffer changed: the ring and its last bar's time.
 
-        Bars only append in time order and are only dropped oldest first, so
-        no change leaves this as it was.
+        Bars only append in time order, so every append moves the mark. Old
+        bars trimmed at a start (``drop_before``) do not: the stored buffer
+        then holds bars the next start trims again, the same buffer once
+        loaded, so a restart within the bar does not rewrite every symbol's.
         """
         ring = self.bars
-        count = len(ring)
-        return ring, count, ring.last_ts() if count else 0.0
+        return ring, ring.last_ts() if len(ring) else 0.0
 
     async def _commit(self, state: PositionState, writes: Sequence[Write]) -> bool:
         """Make ``state`` (and ``writes``) durable, then adopt it; retry while the disk fails.

@@ -163,6 +163,40 @@ async def test_a_checkpoint_after_a_bar_writes_the_buffer_and_one_without_does_n
     assert recording.bars[2] is None
 
 
+async def test_old_bars_trimmed_at_a_start_do_not_rewrite_the_buffer(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restart trims the bars older than the window; the stored row still holds
+    # them, and every start trims them again, so the buffer as loaded is the same:
+    # no symbol rewrites its ~12 KB buffer for that (10,000 symbols: ~115 MB).
+    state = PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
+    ring = _ring(range(-205, 30))  # the 5 oldest are more than 240 bars before NOW
+    row = SnapshotRow(SYMBOL, encode_state(state), SCHEMA_VERSION, 0, NOW, ring.to_bytes())
+    await store.commit([PutSnapshot(row)])
+    recording = _Recording(store)
+    monkeypatch.setattr(store, "commit", recording)
+
+    async with Supervisor(name="test") as sup:
+        actor = await _start(store)
+        await sup.start(actor)
+        held = [b.ts for b in actor.bars]
+        assert held == [_bar(m).ts for m in range(-200, 30)]
+        await actor.ask(Checkpoint(force=True))
+    assert recording.bars == [None, None], "the trimmed buffer was not rewritten"
+    assert (await _stored(store)).bars == ring.to_bytes()
+
+    async with Supervisor(name="test") as sup:
+        again = await _start(store)
+        await sup.start(again)
+        assert [b.ts for b in again.bars] == held  # the same buffer, once loaded
+        await again.tell(OnBar(_bar(30)))
+        await again.ask(Checkpoint())
+    assert recording.bars[2] == again.bars.to_bytes(), "a new bar writes the buffer"
+    stored = await _stored(store)
+    _, bars = decode_snapshot(stored.blob, SCHEMA_VERSION, SYMBOL, 240, stored.bars)
+    assert [b.ts for b in bars] == [*held, _bar(30).ts]
+
+
 async def test_a_schema_1_store_with_bars_inside_the_blob_is_read_and_moved_to_the_row(
     tmp_path: Path,
 ) -> None:
