@@ -103,6 +103,7 @@ class ExchangeVenue:
             sleep=sleep,
         )
         self._latency = timedelta(seconds=config.latency_ms / 1000.0 * config.speed)
+        self._max_fill_qty = config.max_fill_qty  # also splits a triggered stop's fill
 
     @classmethod
     async def open(
@@ -204,7 +205,9 @@ class ExchangeVenue:
 
     async def submit(self, request: OrderRequest) -> Order:
         order: Order = await self._change(
-            lambda book, now: engine.submit(book, request, now, latency=self._latency)
+            lambda book, now: engine.submit(
+                book, request, now, latency=self._latency, max_fill_qty=self._max_fill_qty
+            )
         )
         self._pump.wake()
         return order
@@ -235,7 +238,13 @@ class ExchangeVenue:
         """Change a resting order's prices or qty (``None`` keeps one); it keeps its ids."""
         order: Order = await self._change(
             lambda book, now: engine.replace_order(
-                book, order_id, now, stop_price=stop_price, limit_price=limit_price, qty=qty
+                book,
+                order_id,
+                now,
+                stop_price=stop_price,
+                limit_price=limit_price,
+                qty=qty,
+                max_fill_qty=self._max_fill_qty,
             ),
             replaced=frozenset({order_id}),
         )
@@ -269,7 +278,7 @@ class ExchangeVenue:
 
     async def set_price(self, symbol: str, price: float) -> list[Execution]:
         def mutate(book: engine.Book, now: datetime) -> tuple[list[Execution], list[BrokerEvent]]:
-            events = engine.set_price(book, symbol, price, now)
+            events = engine.set_price(book, symbol, price, now, max_fill_qty=self._max_fill_qty)
             return [e for e in events if isinstance(e, Execution)], events
 
         fills: list[Execution] = await self._change(mutate)

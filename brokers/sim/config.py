@@ -16,10 +16,10 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     ``speed`` is market seconds per real second; ``start_day`` is the trading day
     whose regular open a fresh book starts at; ``start_price`` is one base price
-    or one per symbol; ``max_fill_qty`` splits larger market orders into several
-    executions; ``event_buffer`` is the event backlog at which the market waits
-    for the consumer; executions and closed orders older than ``retain_days``
-    are dropped from the book.
+    or one per symbol; ``max_fill_qty`` splits larger market orders (and stops
+    once a bar triggers them) into several executions; ``event_buffer`` is the
+    event backlog at which the market waits for the consumer; executions and
+    closed orders older than ``retain_days`` are dropped from the book.
     """
 
     symbols: list[str]

@@ -39,6 +39,7 @@ from brokers.sim.matching import (
     fill,
     fill_due_market_orders,
     instrument_of,
+    is_triggered_stop,
     next_market_due,
     open_orders_of,
     positive,
@@ -102,7 +103,12 @@ def _validate(book: Book, request: OrderRequest) -> None:
 
 
 def submit(
-    book: Book, request: OrderRequest, now: datetime, *, latency: timedelta
+    book: Book,
+    request: OrderRequest,
+    now: datetime,
+    *,
+    latency: timedelta,
+    max_fill_qty: float | None = None,
 ) -> tuple[Order, list[BrokerEvent]]:
     """Accept an order; a crossed stop, limit or stop-limit fills at once, a market order once due.
 
@@ -130,7 +136,8 @@ def submit(
     if order.type is OrderType.MARKET:
         book.market_due[order.order_id] = now + latency
     else:
-        events += touch(book, [order], book.instruments[order.symbol].last, now)
+        last = book.instruments[order.symbol].last
+        events += touch(book, [order], last, now, max_fill_qty=max_fill_qty)
     return book.orders[order.order_id], events
 
 
@@ -159,7 +166,13 @@ def cancel(book: Book, order_id: str, now: datetime) -> list[BrokerEvent]:
 
 
 def replace_stop(
-    book: Book, order_id: str, now: datetime, *, stop_price: float, qty: float | None = None
+    book: Book,
+    order_id: str,
+    now: datetime,
+    *,
+    stop_price: float,
+    qty: float | None = None,
+    max_fill_qty: float | None = None,
 ) -> tuple[Order, list[BrokerEvent]]:
     """Move a resting stop (and optionally its total qty); keep both of its ids.
 
@@ -172,7 +185,9 @@ def replace_stop(
         raise OrderRejected(
             f"order {order_id} is not a resting stop ({order.type}, {order.status})"
         )
-    return replace_order(book, order_id, now, stop_price=stop_price, qty=qty)
+    return replace_order(
+        book, order_id, now, stop_price=stop_price, qty=qty, max_fill_qty=max_fill_qty
+    )
 
 
 def replace_order(
@@ -183,6 +198,7 @@ def replace_order(
     stop_price: float | None = None,
     limit_price: float | None = None,
     qty: float | None = None,
+    max_fill_qty: float | None = None,
 ) -> tuple[Order, list[BrokerEvent]]:
     """Change a resting stop, limit or stop-limit order's prices or total qty; keep its ids.
 
@@ -196,6 +212,11 @@ def replace_order(
         raise OrderRejected(
             f"order {order_id} is not a resting stop, limit or stop_limit order "
             f"({order.type}, {order.status})"
+        )
+    if is_triggered_stop(book, order):
+        raise OrderRejected(
+            f"stop {order_id} has triggered and is filling ({order.filled_qty} of {order.qty}): "
+            "it can be canceled, not changed"
         )
     stop_carried, limit_carried = _PRICES[order.type]
     for name, price, carried in (
@@ -220,7 +241,8 @@ def replace_order(
     )
     book.orders[order_id] = replaced
     events: list[BrokerEvent] = [OrderUpdate(replaced)]
-    events += touch(book, [replaced], book.instruments[order.symbol].last, now)
+    last = book.instruments[order.symbol].last
+    events += touch(book, [replaced], last, now, max_fill_qty=max_fill_qty)
     return book.orders[order_id], events
 
 

@@ -8,13 +8,18 @@ Rules (a venue model, not a market microstructure):
 * a bar first fills market order chunks, then triggers resting orders: a stop
   buy when high >= stop at max(stop, open), a stop sell when low <= stop at
   min(stop, open), a limit buy when low <= limit at min(limit, open), a limit
-  sell when high >= limit at max(limit, open); a triggered order fills whole;
+  sell when high >= limit at max(limit, open); a triggered order fills whole,
+  except that a triggered stop is a market order from then on: with
+  ``max_fill_qty`` its first chunk fills at the trigger price and one more
+  at the open of each following bar, as market orders do (``stop_triggered``
+  holds it meanwhile; it can be canceled, not moved, and no price touches it);
 * a stop-limit triggers like a stop (buy when high >= stop, sell when low <= stop,
   at the same trigger price); it fills at once, at that trigger price, only when
   the trigger price is within its limit; otherwise (the price gapped past the
   limit) it rests from then on as a limit at its limit price, never filling worse;
 * a stop, limit or stop-limit that is already crossed when it arrives fills at
-  once at the last price, as does one crossed by ``set_price``.
+  once at the last price, as does one crossed by ``set_price`` (a stop: its
+  first chunk, as above).
 """
 
 from __future__ import annotations
@@ -110,19 +115,25 @@ def advance_bar(
         bar = generator.bar(symbol, slot, scale_at(instrument, slot))
         instrument.last_raw = generator.raw(symbol, slot).close
         for order in open_orders_of(book, symbol):
-            if order.type is OrderType.MARKET and order.order_id not in book.market_due:
+            if (
+                order.type is OrderType.MARKET and order.order_id not in book.market_due
+            ) or is_triggered_stop(book, order):
                 events += fill(book, order, _chunk(order, max_fill_qty), bar.open, stamp)
         for order in open_orders_of(book, symbol):
+            if is_triggered_stop(book, order):
+                continue  # filled as a market order above
             price = _trigger_price(book, order, bar, stamp)
             if price is not None:
-                events += fill(book, order, _remaining(order), price, stamp)
+                events += _fill_triggered(book, order, price, stamp, max_fill_qty)
         instrument.last = bar.close
         events.append(bar)
     book.next_bar = generator.next_slot(slot)
     return events
 
 
-def set_price(book: Book, symbol: str, price: float, now: datetime) -> list[BrokerEvent]:
+def set_price(
+    book: Book, symbol: str, price: float, now: datetime, *, max_fill_qty: float | None = None
+) -> list[BrokerEvent]:
     """Move ``symbol``'s price (an ops/test control); crossed resting orders fill at it.
 
     Later bars continue from ``price``. Raises ``OrderRejected`` for an unknown
@@ -135,23 +146,46 @@ def set_price(book: Book, symbol: str, price: float, now: datetime) -> list[Brok
     instrument.scales = [s for s in instrument.scales if s.since != book.next_bar]
     instrument.scales.append(PriceScale(since=book.next_bar, scale=scale))
     instrument.last = price
-    return touch(book, open_orders_of(book, symbol), price, now)
+    return touch(book, open_orders_of(book, symbol), price, now, max_fill_qty=max_fill_qty)
 
 
-def touch(book: Book, orders: Iterable[Order], price: float, ts: datetime) -> list[BrokerEvent]:
+def touch(
+    book: Book,
+    orders: Iterable[Order],
+    price: float,
+    ts: datetime,
+    *,
+    max_fill_qty: float | None = None,
+) -> list[BrokerEvent]:
     """Trigger resting ``orders`` against one trade at ``price``."""
     events: list[BrokerEvent] = []
     for order in orders:
         current = book.orders[order.order_id]
-        if not current.status.is_open or current.type is OrderType.MARKET:
+        if (
+            not current.status.is_open
+            or current.type is OrderType.MARKET
+            or is_triggered_stop(book, current)
+        ):
             continue
         tick = Bar(
             symbol=current.symbol, ts=ts, open=price, high=price, low=price, close=price, volume=0.0
         )
         fill_price = _trigger_price(book, current, tick, ts)
         if fill_price is not None:
-            events += fill(book, current, _remaining(current), fill_price, ts)
+            events += _fill_triggered(book, current, fill_price, ts, max_fill_qty)
     return events
+
+
+def _fill_triggered(
+    book: Book, order: Order, price: float, ts: datetime, max_fill_qty: float | None
+) -> list[BrokerEvent]:
+    """Fill an order a trade at ``price`` triggered: whole, or a stop's first chunk."""
+    if order.type is not OrderType.STOP:
+        return fill(book, order, _remaining(order), price, ts)
+    qty = _chunk(order, max_fill_qty)
+    if qty < _remaining(order) - EPS:
+        book.stop_triggered[order.order_id] = ts  # the rest fills as a market order
+    return fill(book, order, qty, price, ts)
 
 
 def fill(book: Book, order: Order, qty: float, price: float, ts: datetime) -> list[BrokerEvent]:
@@ -184,6 +218,11 @@ def fill(book: Book, order: Order, qty: float, price: float, ts: datetime) -> li
     if done:
         book.stop_triggered.pop(order.order_id, None)
     return [execution, OrderUpdate(updated)]
+
+
+def is_triggered_stop(book: Book, order: Order) -> bool:
+    """Return whether ``order`` is a stop a bar triggered that still fills in chunks."""
+    return order.type is OrderType.STOP and order.order_id in book.stop_triggered
 
 
 def _remaining(order: Order) -> float:

@@ -37,7 +37,9 @@ class Book(msgspec.Struct, kw_only=True):
     """Everything the venue knows; saved whole after every change.
 
     ``stop_triggered`` holds the open stop-limit orders whose stop has traded
-    (and when): they rest as limits. Books saved before it existed decode with it empty.
+    (and when): they rest as limits; and the stops a bar triggered that still
+    fill in chunks (``max_fill_qty``), as market orders. Books saved before it
+    existed decode with it empty.
     """
 
     account_id: str

@@ -136,6 +136,7 @@ class SimBroker:
             sleep=sleep,
         )
         self._latency = timedelta(seconds=config.latency_ms / 1000.0 * config.speed)
+        self._max_fill_qty = config.max_fill_qty  # also splits a triggered stop's fill
         self._link = Link(monotonic)
         self._pump_task: asyncio.Task[None] | None = None
         self._subscribed: set[str] = set()
@@ -274,7 +275,9 @@ class SimBroker:
         ``BrokerUnavailable`` when not connected.
         """
         order: Order = await self._change(
-            lambda book, now: engine.submit(book, request, now, latency=self._latency)
+            lambda book, now: engine.submit(
+                book, request, now, latency=self._latency, max_fill_qty=self._max_fill_qty
+            )
         )
         self._pump.wake()
         return order
@@ -298,7 +301,12 @@ class SimBroker:
         """
         order: Order = await self._change(
             lambda book, now: engine.replace_stop(
-                book, order_id, now, stop_price=stop_price, qty=qty
+                book,
+                order_id,
+                now,
+                stop_price=stop_price,
+                qty=qty,
+                max_fill_qty=self._max_fill_qty,
             )
         )
         return order
@@ -363,7 +371,9 @@ class SimBroker:
         Later bars continue from the new price. Returns the fills it caused.
         """
         fills: list[Execution] = await self._change(
-            lambda book, now: _with_fills(engine.set_price(book, symbol, price, now)),
+            lambda book, now: _with_fills(
+                engine.set_price(book, symbol, price, now, max_fill_qty=self._max_fill_qty)
+            ),
             control=True,
         )
         log.info("sim venue: set %s to %s (%d fills)", symbol, price, len(fills))

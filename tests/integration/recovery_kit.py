@@ -90,6 +90,7 @@ bar_seconds = {bar}
 start_price = 100.0
 latency_ms = 0.0
 start_day = 2026-01-05
+{fill_chunks}
 
 [runtime]
 checkpoint_interval_s = 10.0
@@ -119,15 +120,20 @@ def write_profile(
     unprotected_policy: str = "restore",
     periodic_s: float = 3600.0,
     speed: float = 0.001,
+    max_fill_qty: float | None = None,
 ) -> tuple[Path, Config]:
     """Write the recovery tests' profile; return its path and the loaded config.
 
     ``speed`` is what a ``stalwart`` subprocess uses (nearly frozen, so a CLI
     run never prints a bar); in-process venues run at speed 1 on a virtual clock.
+    ``max_fill_qty`` makes the venue fill market orders and triggered stops in
+    chunks of that many shares, one more each bar.
     """
-    path = directory / f"profile-{orphan_policy}-{unprotected_policy}-{periodic_s:g}.toml"
+    chunks = "" if max_fill_qty is None else f"-chunks{max_fill_qty:g}"
+    path = directory / f"profile-{orphan_policy}-{unprotected_policy}-{periodic_s:g}{chunks}.toml"
     path.write_text(
         _PROFILE.format(
+            fill_chunks="" if max_fill_qty is None else f"max_fill_qty = {max_fill_qty}",
             speed=speed,
             bar=BAR,
             orphan_policy=orphan_policy,
