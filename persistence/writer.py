@@ -66,7 +66,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from persistence.codec import INSERT_EXECUTION, EncodedBatch, Params
+from persistence.codec import INSERT_EXECUTION, SET_INTENT_STATUS, EncodedBatch, Params
 from persistence.protocol import StoreWriteError
 
 __all__ = ["GroupCommitWriter"]
@@ -109,7 +109,9 @@ _Item = _Pending | _Call | None  # None: stop after what came before
 def _pages(batch: EncodedBatch) -> int:
     """Estimate the WAL pages ``batch`` writes (one per statement, plus its bytes)."""
     size = 0
-    for _sql, params in batch.ops:
+    for sql, params in batch.ops:
+        if sql == SET_INTENT_STATUS:
+            continue  # writes only when the status moves: a few times in an intent's life
         size += _PAGE
         for value in params:
             if isinstance(value, bytes | str):

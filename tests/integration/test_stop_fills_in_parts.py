@@ -77,6 +77,7 @@ async def test_a_stop_filling_in_parts_closes_the_trade_once_with_no_alarm(tmp_p
         final = trader.actor_state()
         assert await position(venue) == 0.0
         since = stop_order.created_at
+        assert since is not None
         fills = await venue.executions(since)
         pieces = [e for e in fills if e.order_id == stop_order.order_id]
         done = await venue.order_by_client_id(stop_order.client_order_id)

@@ -12,6 +12,7 @@ from persistence import PutExecution, PutIntent, PutSnapshot, ResolveIntent
 from persistence.codec import (
     INSERT_EXECUTION,
     RESOLVE_INTENT,
+    SET_INTENT_STATUS,
     UPSERT_INTENT,
     UPSERT_SNAPSHOT,
     decode_row,
@@ -56,6 +57,7 @@ def test_batch_keeps_the_order_of_its_writes() -> None:
     statements = [sql for sql, _ in batch.ops]
     assert statements == [
         UPSERT_INTENT,
+        SET_INTENT_STATUS,  # the intent's status, in a statement of its own
         INSERT_EXECUTION,
         RESOLVE_INTENT,
         UPSERT_SNAPSHOT,
