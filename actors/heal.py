@@ -206,6 +206,8 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     writes: list[Write] = []
     actions: list[str] = []
     leftovers: list[Order] = []
+    if msg.verify and (msg.mode != "periodic" or msg.fill_overdue):
+        state = _absorb_fill_rest(actor, state, plan, writes, actions)
     match plan.finding:
         case Finding.ZOMBIE:
             last = _last_exit(state, msg.executions)
@@ -313,6 +315,40 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     return msgspec.structs.replace(outcome, actions=tuple(actions))
 
 
+def _absorb_fill_rest(
+    actor: PositionActor,
+    state: PositionState,
+    plan: SymbolPlan,
+    writes: list[Write],
+    actions: list[str],
+) -> PositionState:
+    """Settle a stop the venue said filled whose executions never all arrived.
+
+    The broker's quantity, which the heal takes, holds the venue's whole fill:
+    the stop and its intent are settled as filled, and the executions still to
+    come, if they come, are booked without moving the position again
+    (``model.absorb_fill_rest``). Loudly: the trade's record lacks them.
+    """
+    stop = state.stop
+    if stop is None or not stop.filled_at_venue:
+        return state
+    cid = stop.client_order_id
+    if state.intent(cid) is not None:
+        writes.append(ResolveIntent(cid, "filled", stop.order_id))
+    actions.append(
+        f"settled filled stop {cid}: {stop.qty} of its fill never arrived, "
+        f"taken as in the broker qty {plan.broker_qty}"
+    )
+    actor._alert(
+        "missing_fill",
+        Severity.WARNING,
+        f"stop {cid} filled at the broker but {stop.qty} of its {stop.order_qty} never arrived "
+        f"as executions: the position is the broker's ({plan.broker_qty}); those executions, "
+        "if they come, are booked without moving it",
+    )
+    return model.absorb_fill_rest(state)
+
+
 def _stop_price(state: PositionState) -> float | None:
     """Return the price the stop of ``state``'s position is (or was to be) at, if known.
 
@@ -331,8 +367,10 @@ def _as_held(stop: StopOrder) -> tuple[str | None, float, float, float, str]:
 
 
 def _is_ours(actor: PositionActor, client_order_id: str) -> bool:
-    return actor.knows_order(client_order_id) or client_order_id.startswith(
-        own_prefix(actor.ctx.account, actor.symbol)
+    return (
+        actor.knows_order(client_order_id)
+        or client_order_id in actor.state.absorbed_fills
+        or client_order_id.startswith(own_prefix(actor.ctx.account, actor.symbol))
     )
 
 

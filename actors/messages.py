@@ -80,7 +80,10 @@ class Reconcile(msgspec.Struct, frozen=True, tag=True):
     the trader (by hand): they are not applied, the broker's quantities say
     what they did, and they are stored with the heal. A periodic run heals only
     the discrepancy it confirmed: ``signature`` is what the supervisor saw on
-    ``confirm_runs`` consecutive runs.
+    ``confirm_runs`` consecutive runs. A stop the venue said filled whose
+    executions have not all arrived is left to them, except outside a periodic
+    run and when ``fill_overdue`` (the supervisor waited long enough): the heal
+    then takes the broker's quantity as holding the rest (``model.absorb_fill_rest``).
     """
 
     position: BrokerPosition | None
@@ -95,6 +98,7 @@ class Reconcile(msgspec.Struct, frozen=True, tag=True):
     foreign: tuple[Execution, ...] = ()
     signature: str | None = None
     verify: bool = True  # False: the broker reports no positions (``unverified``)
+    fill_overdue: bool = False
 
 
 class ReconcileOutcome(msgspec.Struct, frozen=True):

@@ -44,6 +44,7 @@ __all__ = [
     "EntryRefused",
     "ModelError",
     "WrongSymbol",
+    "absorb_fill_rest",
     "adopt",
     "apply_fill",
     "begin_entry",
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 APPLIED_IDS_KEPT = 4096
+ABSORBED_KEPT = 16  # orders whose missing executions are remembered (``absorb_fill_rest``)
 RECOVERED_STRATEGY = "recovered"  # the strategy a closed trade of an adopted position records
 _EPS = 1e-9
 _replace = msgspec.structs.replace
@@ -83,12 +85,14 @@ class EntryRefused(ModelError):
 
 
 class Applied(msgspec.Struct, frozen=True):
-    """What a fill did. ``duplicate`` means nothing changed."""
+    """What a fill did. ``duplicate`` means nothing changed; ``absorbed`` is what of it
+    was already in the position (``absorb_fill_rest``): booked, not applied again."""
 
     state: PositionState
     closed: tuple[ClosedTrade, ...] = ()
     partial: PartialExit | None = None
     duplicate: bool = False
+    absorbed: float = 0.0
 
 
 def _check_price(value: float | None, what: str) -> None:
@@ -367,6 +371,47 @@ def stop_filled(state: PositionState, stop: StopOrder, filled_qty: float = 0.0) 
     return set_stop(state, marked)
 
 
+def absorb_fill_rest(state: PositionState) -> PositionState:
+    """Take what of a filled stop's fill is still to come as already in the position.
+
+    For a heal that set the position to the broker's quantity, which holds the
+    venue's whole fill, while its executions had not all arrived: the stop the
+    venue said filled (``StopOrder.filled_at_venue``) and its intent are
+    dropped, and its qty still to come is remembered in ``absorbed_fills``, so
+    those executions, if they come, are booked without moving the position a
+    second time (``apply_fill``). Without such a stop ``state`` is returned.
+    """
+    stop = state.stop
+    if stop is None or not stop.filled_at_venue:
+        return state
+    cid = stop.client_order_id
+    absorbed = dict(state.absorbed_fills)
+    absorbed[cid] = absorbed.pop(cid, 0.0) + stop.qty
+    while len(absorbed) > ABSORBED_KEPT:
+        del absorbed[next(iter(absorbed))]  # the oldest: its executions are long overdue
+    state = resolve_intent(state, cid, done=True)
+    return _bump(state, stop=None, absorbed_fills=absorbed)
+
+
+def _apply_absorbed(state: PositionState, ex: Execution, absorbed: float) -> Applied:
+    """Book ``ex``, of an order whose fill ``absorbed`` (qty) is already in the position.
+
+    What of it is past ``absorbed`` (more than the heal took in) is applied as a fill.
+    """
+    rest = dict(state.absorbed_fills)
+    del rest[ex.client_order_id]
+    left = absorbed - ex.qty
+    if left > _EPS:
+        rest[ex.client_order_id] = left
+    if left >= -_EPS:
+        applied = (*state.applied, ex.exec_id)[-APPLIED_IDS_KEPT:]
+        new = _bump(state, applied=applied, absorbed_fills=rest)
+        return Applied(state=new, absorbed=ex.qty)
+    excess = msgspec.structs.replace(ex, qty=-left)
+    applied_excess = apply_fill(_bump(state, absorbed_fills=rest), excess)
+    return msgspec.structs.replace(applied_excess, absorbed=absorbed)
+
+
 def stop_from_order(state: PositionState, order: Order) -> StopOrder:
     """Return the stop that ``order`` (a stop resting at the broker) is, for ``state``.
 
@@ -516,8 +561,9 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
     intent's filled qty moves: what is left of the stop still covers what is
     left of the position, with no resize. A stop the venue said filled stays
     until its fill is all applied, also past a close: the rest of its fill is
-    still to come, and booked as the stop's. Raises ``WrongSymbol`` or
-    ``BadInput`` (state unchanged).
+    still to come, and booked as the stop's. One of an order whose fill a heal
+    took from the broker (``absorb_fill_rest``) is booked without moving the
+    position. Raises ``WrongSymbol`` or ``BadInput`` (state unchanged).
     """
     if ex.symbol != state.symbol:
         raise WrongSymbol(f"execution {ex.exec_id} for {ex.symbol} sent to {state.symbol}")
@@ -527,6 +573,9 @@ def apply_fill(state: PositionState, ex: Execution) -> Applied:
         raise BadInput(str(exc)) from exc
     if ex.exec_id in state.applied:
         return Applied(state=state, duplicate=True)
+    absorbed = state.absorbed_fills.get(ex.client_order_id)
+    if absorbed is not None:
+        return _apply_absorbed(state, ex, absorbed)
 
     intent = state.intent(ex.client_order_id)
     fill = Fill(exec_id=ex.exec_id, at=ex.ts, side=ex.side, qty=ex.qty, price=ex.price)

@@ -11,7 +11,11 @@ stores them. The broker's quantities override the checkpoint; everything else
 comes from the store. Periodic runs heal a discrepancy only once the same one
 was seen on ``confirm_runs`` consecutive runs, no order of the symbol moved in
 the last 5 s and no order but the stop is in flight, so a fill racing the
-stream is never "healed". A position whose broker query failed is never
+stream is never "healed". A stop the venue said filled whose executions have
+not all arrived is in flight too, for 120 s: past that (and at once outside a
+periodic run) the heal takes the broker's quantity as holding the rest of its
+fill, settles the stop, alerts, and books those executions without applying
+them if they ever come. A position whose broker query failed is never
 treated as flat: the run aborts with ``broker_reachable = false`` instead.
 """
 
@@ -53,6 +57,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _ORDER_QUIET_S = 5.0
+_FILL_WAIT_S = 120.0  # how long a periodic run waits for a filled stop's executions
 _CONSISTENT_READS = 3
 _ASK_WINDOW = 256  # symbols reconciled at once
 
@@ -132,6 +137,8 @@ class SupervisorActor(Actor[RunRecovery]):
         self.account = account
         self._reports_positions = reports_positions
         self._seen: dict[str, tuple[str, int]] = {}
+        # symbol -> ((client order id, qty still to come) of its filled stop, first seen)
+        self._awaited: dict[str, tuple[tuple[str, float], float]] = {}
         self.last_report: RecoveryReport | None = None
 
     async def receive(self, msg: RunRecovery) -> object:
@@ -191,7 +198,8 @@ class SupervisorActor(Actor[RunRecovery]):
                 continue
             mine = tuple(orders_of.get(symbol, ()))
             position = by_symbol.get(symbol)
-            heal, signature = self._should_heal(mode, actor, position, mine, verify)
+            overdue = self._fill_overdue(mode, actor)
+            heal, signature = self._should_heal(mode, actor, position, mine, verify, overdue)
             request = Reconcile(
                 position=position,
                 open_orders=mine,
@@ -207,6 +215,7 @@ class SupervisorActor(Actor[RunRecovery]):
                 foreign=tuple(foreign_of.get(symbol, ())),
                 signature=signature,
                 verify=verify,
+                fill_overdue=overdue,
             )
             asks.append((actor, request))
         for (actor, _), answer in zip(asks, await _ask_all(asks), strict=True):
@@ -278,7 +287,10 @@ class SupervisorActor(Actor[RunRecovery]):
     def _ours(self, ex: Execution) -> bool:
         """Return whether ``ex`` fills an order this trader sent (not a hand trade)."""
         actor = self.actors.get(ex.symbol)
-        if actor is not None and actor.knows_order(ex.client_order_id):
+        if actor is not None and (
+            actor.knows_order(ex.client_order_id)
+            or ex.client_order_id in actor.state.absorbed_fills
+        ):
             return True
         return ex.client_order_id.startswith(own_prefix(self.account, ex.symbol))
 
@@ -322,6 +334,26 @@ class SupervisorActor(Actor[RunRecovery]):
                         replay.external[ex.symbol] = ack.external
         return replay
 
+    def _fill_overdue(self, mode: str, actor: PositionActor) -> bool:
+        """Return whether the rest of a filled stop's fill waited for long enough.
+
+        A stop the venue said filled, with executions still to come, is waited
+        for ``_FILL_WAIT_S`` from the first periodic run that saw it with that
+        qty to come (an execution arriving restarts the wait). Outside a
+        periodic run nothing is waited for: True.
+        """
+        symbol = actor.symbol
+        stop = actor.state.stop
+        if mode != "periodic" or stop is None or not stop.filled_at_venue:
+            self._awaited.pop(symbol, None)
+            return mode != "periodic"
+        now = self.wall.monotonic()
+        key = (stop.client_order_id, stop.qty)
+        awaited = self._awaited.get(symbol)
+        if awaited is None or awaited[0] != key:
+            awaited = self._awaited[symbol] = (key, now)
+        return now - awaited[1] >= _FILL_WAIT_S
+
     def _should_heal(
         self,
         mode: str,
@@ -329,6 +361,7 @@ class SupervisorActor(Actor[RunRecovery]):
         position: BrokerPosition | None,
         orders: tuple[Order, ...],
         verify: bool,
+        fill_overdue: bool,
     ) -> tuple[bool, str | None]:
         """Decide whether this run may heal ``actor``'s symbol; return (heal, signature).
 
@@ -336,7 +369,9 @@ class SupervisorActor(Actor[RunRecovery]):
         discrepancy only once the same one (``signature``) was seen on
         ``confirm_runs`` consecutive runs, no order of the symbol moved for
         ``_ORDER_QUIET_S`` and no order but the stop is in flight: a fill racing
-        the stream changes the picture before it is confirmed.
+        the stream changes the picture before it is confirmed. A stop the venue
+        said filled counts as in flight while its executions are still to come,
+        until ``fill_overdue`` (``_fill_overdue``).
         """
         symbol = actor.symbol
         if mode != "periodic":
@@ -350,7 +385,10 @@ class SupervisorActor(Actor[RunRecovery]):
         count = count + 1 if seen == signature else 1
         self._seen[symbol] = (signature, count)
         quiet = self.wall.monotonic() - actor.desk_activity >= _ORDER_QUIET_S
-        in_flight = any(i.kind is not IntentKind.STOP for i in actor.state.intents)
+        stop = actor.state.stop
+        in_flight = any(i.kind is not IntentKind.STOP for i in actor.state.intents) or (
+            stop is not None and stop.filled_at_venue and not fill_overdue
+        )
         heal = count >= self.confirm_runs and quiet and not in_flight
         if heal:
             self._seen.pop(symbol, None)

@@ -319,3 +319,60 @@ def test_a_filled_qty_that_cannot_be_real_is_refused(said: float) -> None:
 
     with pytest.raises(model.BadInput):
         model.stop_filled(state, stop, said)
+
+
+def _rest_absorbed() -> tuple[PositionState, str]:
+    """Long 100 under its stop: 60 applied, filled at the venue, then the heal took the
+    broker's flat (the 40 to come absorbed). Return the state and the stop's id."""
+    state, stop = _long_with_stop()
+    cid = stop.client_order_id
+    part = model.apply_fill(state, sell("s1", 60, 95.0, client_order_id=cid)).state
+    assert part.stop is not None
+    told = model.stop_filled(part, part.stop, 100.0)
+    healed, _ = model.close_externally(model.absorb_fill_rest(told), at(1), 95.0)
+    return healed, cid
+
+
+def test_absorbing_a_filled_stops_rest_drops_the_stop_and_remembers_what_is_to_come() -> None:
+    state, stop = _long_with_stop()
+    told = model.stop_filled(state, stop, 100.0)
+
+    absorbed = model.absorb_fill_rest(told)
+
+    assert (absorbed.stop, absorbed.intents, absorbed.qty) == (None, (), 100)
+    assert absorbed.absorbed_fills == {stop.client_order_id: 100}
+    assert model.absorb_fill_rest(state) is state, "a live stop is no filled one"
+
+
+def test_an_absorbed_execution_is_booked_without_moving_the_position() -> None:
+    healed, cid = _rest_absorbed()
+
+    late = model.apply_fill(healed, sell("s2", 40, 94.9, client_order_id=cid))
+
+    assert (late.absorbed, late.closed, late.partial) == (40, (), None)
+    assert late.state.is_flat
+    assert late.state.absorbed_fills == {}
+    assert "s2" in late.state.applied
+    assert model.apply_fill(late.state, sell("s2", 40, 94.9, client_order_id=cid)).duplicate
+
+
+def test_what_of_a_late_execution_is_past_what_was_absorbed_is_applied() -> None:
+    healed, cid = _rest_absorbed()
+
+    part = model.apply_fill(healed, sell("s2", 30, 94.9, client_order_id=cid)).state
+    late = model.apply_fill(part, sell("s3", 15, 94.8, client_order_id=cid))
+
+    assert part.absorbed_fills == {cid: 10}
+    assert late.absorbed == 10
+    assert late.state.qty == -5
+    assert late.state.absorbed_fills == {}
+    assert {"s2", "s3"} <= set(late.state.applied)
+
+
+def test_only_the_latest_absorbed_orders_are_remembered() -> None:
+    state = position_state()
+    for n in range(model.ABSORBED_KEPT + 2):
+        stop = StopOrder(f"cid-{n}", Side.SELL, 95.0, 10, f"b-{n}", "filled")
+        state = model.absorb_fill_rest(msgspec.structs.replace(state, stop=stop))
+
+    assert list(state.absorbed_fills) == [f"cid-{n}" for n in range(2, model.ABSORBED_KEPT + 2)]
