@@ -406,12 +406,12 @@ class _Raised:
 async def _on_connection_thread(
     conn: aiosqlite.Connection, work: Callable[[sqlite3.Connection], _T]
 ) -> _T:
-    """Run ``work(connection)`` on ``conn``'s own thread: a whole transaction in one hop.
+    """Run ``work(connection)`` on ``conn``'s own thread (the writer's drain, for its life).
 
-    aiosqlite's public methods each make one round trip to its thread (one
-    statement each); a group transaction would make one per statement, and on
-    a busy loop every hop waits for the GIL. ``_execute`` is how those methods
-    reach the thread; it is not public API, hence this one place.
+    aiosqlite's public methods each make one round trip to its thread per
+    statement; the drain runs every transaction there itself. ``_execute`` is
+    how those methods reach the thread; it is not public API, hence this one
+    place.
     """
     execute = cast(Callable[[Callable[[], _T]], Awaitable[_T]], conn._execute)
     return await execute(lambda: work(conn._conn))
