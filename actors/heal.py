@@ -30,7 +30,7 @@ from actors import model
 from actors.messages import Reconcile, ReconcileOutcome
 from actors.orders import stop_intent_writes
 from actors.reconcile import Finding, SymbolPlan, plan_symbol
-from actors.state import IntentKind, Mode, PositionState, StopOrder
+from actors.state import ExitReason, IntentKind, Mode, PositionState, StopOrder
 from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderStatus
 from persistence.protocol import (
     PutClosedTrade,
@@ -156,6 +156,12 @@ def label_external(
     )
 
 
+def _last_exit_of(client_order_id: str, executions: Sequence[Execution]) -> Execution | None:
+    """Return the latest of ``executions`` of the order ``client_order_id``."""
+    mine = [ex for ex in executions if ex.client_order_id == client_order_id]
+    return max(mine, key=lambda ex: (ex.ts, ex.exec_id), default=None)
+
+
 def _last_exit(state: PositionState, executions: Sequence[Execution]) -> Execution | None:
     """Return the latest execution that reduced ``state``'s side since it opened."""
     side = state.side
@@ -206,9 +212,24 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     writes: list[Write] = []
     actions: list[str] = []
     leftovers: list[Order] = []
+    absorbed: StopOrder | None = None  # our stop, filled at the venue, its rest taken
     if msg.verify and (msg.mode != "periodic" or msg.fill_overdue):
+        absorbed = state.stop if state.stop is not None and state.stop.filled_at_venue else None
         state = _absorb_fill_rest(actor, state, plan, writes, actions)
     match plan.finding:
+        case Finding.ZOMBIE if absorbed is not None:
+            # Flat at the broker because our stop's fill closed it: the trade is the
+            # stop's, its missing part priced as the stop's last execution that came
+            # (else at the stop's price); the missing_fill alert said what is missing.
+            came = _last_exit_of(absorbed.client_order_id, msg.executions)
+            rest_at = came.price if came is not None else absorbed.price
+            writes.extend(ResolveIntent(i.client_order_id, "canceled") for i in state.intents)
+            state, trade = model.close_externally(
+                state, came.ts if came else now, rest_at, reason=ExitReason.STOP.value
+            )
+            if trade is not None:
+                writes.append(PutClosedTrade(trade))
+            actions.append(f"closed by its stop {absorbed.client_order_id} (rest at {rest_at})")
         case Finding.ZOMBIE:
             last = _last_exit(state, msg.executions)
             price = last.price if last is not None else None

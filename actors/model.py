@@ -703,13 +703,19 @@ def override_quantity(state: PositionState, qty: float, avg_price: float) -> Pos
 
 
 def close_externally(
-    state: PositionState, at: datetime, exit_price: float | None
+    state: PositionState,
+    at: datetime,
+    exit_price: float | None,
+    *,
+    reason: str = ExitReason.CLOSED_EXTERNALLY.value,
 ) -> tuple[PositionState, ClosedTrade | None]:
     """Close a zombie (open here, flat at the broker) as ``CLOSED_EXTERNALLY``.
 
     With ``exit_price`` None the open remainder's P&L is unknown: the trade
     records the P&L of its earlier partial exits only and no exit price.
-    Raises ``BadInput`` for an impossible ``exit_price``.
+    ``reason`` is another exit reason when it is known what closed it (our
+    stop, whose last executions never arrived). Raises ``BadInput`` for an
+    impossible ``exit_price``.
     """
     if exit_price is not None:
         _check_price(exit_price, "exit price")
@@ -725,7 +731,7 @@ def close_externally(
         out = Fill(exec_id="external", at=at, side=side, qty=abs(state.qty), price=exit_price)
         exits = (*state.exits, out)
         closing = msgspec.structs.replace(state, **_widen(state, exit_price))
-    trade = _closed_trade(closing, exits, at, realized, ExitReason.CLOSED_EXTERNALLY.value)
+    trade = _closed_trade(closing, exits, at, realized, reason)
     fields = _flat(state)
     fields["trades_today"] = state.trades_today + 1
     fields["realized_pnl_today"] = state.realized_pnl_today + (realized - state.trade_realized)

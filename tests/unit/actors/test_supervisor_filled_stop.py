@@ -284,3 +284,27 @@ async def test_the_missing_execution_arriving_after_the_heal_is_not_counted_twic
         assert report.actions == []
         assert not HAND_TRADE_ALERTS & set(world.kinds(healed))
         assert actor.state.qty == left
+
+
+@pytest.mark.parametrize("mode", ["periodic", "boot"])
+async def test_flat_at_the_broker_after_its_stop_filled_books_the_stops_trade(
+    store: SqliteStore, mode: str
+) -> None:
+    """Long 100, the stop filled 60 + 40 at the venue, the 40 never reported: flat at the
+    broker because our stop closed it. The trade is the stop's (not CLOSED_EXTERNALLY, no
+    zombie alarm), its missing 40 priced as the stop's last execution that came."""
+    async with Supervisor(name="test") as sup:
+        world, _ = await _stopped_with_the_rest_missing(store, sup, 100.0)
+        healed = len(world.alerts)
+
+        report = await world.heal(mode)
+
+        assert world.actor.state.is_flat
+        (trade,) = await store.closed_trades()
+        assert (trade.exit_reason, trade.qty) == ("stop", 100.0)
+        assert trade.exit_price == STOP_PRICE
+        assert trade.realized_pnl == pytest.approx((STOP_PRICE - ENTRY_PRICE) * 100.0)
+        assert any(a.detail.startswith("closed by its stop") for a in report.actions)
+        kinds = world.kinds(healed)
+        assert "zombie" not in kinds
+        assert kinds.count("missing_fill") == 1
