@@ -22,7 +22,6 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from actors import model
 from actors.bars import BarRing
 from actors.messages import (
     FillAck,
@@ -35,20 +34,22 @@ from actors.messages import (
 )
 from actors.orders import intent_row
 from actors.position import PositionActor
-from actors.state import IntentKind, PositionState, StopOrder
+from actors.state import PositionState
 from actors.strategy import Action, MoveStop, Session
-from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
-from brokers.base import Bar, BrokerPosition, Execution, Order, OrderStatus, OrderType, Side
+from bench._world import CountingAlerts, InstantVenue, context
+from brokers.base import Bar, BrokerPosition, Execution, Order, OrderStatus
 from persistence import PutIntent, SnapshotRow, SqliteStore
-from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 from tests.unit.actors._actor_kit import snapshot_row
+from tests.unit.actors._filled_stop_kit import (
+    ENTRY_PRICE,
+    START,
+    STOP_ID,
+    STOP_PRICE,
+    SYMBOL,
+    held_under_stop,
+)
 
-START = TradingCalendar().open_of(DAY) + timedelta(hours=1)
-SYMBOL = "NVDA"
-ENTRY_PRICE = 100.0
-STOP_PRICE = 95.0
-STOP_ID = "SO-1"
 # What must not be raised about our own stop's fill: it is neither a hand trade
 # (zombie, drift, orphan) nor, while its executions arrive, unprotected.
 NOISE = frozenset({"unprotected", "zombie", "drift", "orphan"})
@@ -88,48 +89,11 @@ class MovesStopOnce:
         return [MoveStop(price=ENTRY_PRICE, qty=state.stop.qty)]
 
 
-def _held(qty: float, stop_qty: float) -> tuple[PositionState, Order]:
-    """Return ``qty`` long under our live stop of ``stop_qty`` at 95, and that stop at the venue."""
-    state = PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
-    state, entry = model.begin_entry(
-        state, day=DAY, pivot=ENTRY_PRICE, side=Side.BUY, qty=qty, now=START, max_attempts=2
-    )
-    entry_fill = Execution(
-        "E-1", "BO-1", entry.client_order_id, SYMBOL, Side.BUY, qty, ENTRY_PRICE, START
-    )
-    state = model.apply_fill(state, entry_fill).state
-    state, stop_intent = model.begin_order(
-        state,
-        kind=IntentKind.STOP,
-        side=Side.SELL,
-        qty=stop_qty,
-        now=START,
-        tag="stop1",
-        order_type=OrderType.STOP,
-        price=STOP_PRICE,
-        reason="stop",
-    )
-    cid = stop_intent.client_order_id
-    state = model.resolve_intent(state, cid, order_id=STOP_ID)
-    state = model.set_stop(state, StopOrder(cid, Side.SELL, STOP_PRICE, stop_qty, STOP_ID, "live"))
-    resting = Order(
-        order_id=STOP_ID,
-        client_order_id=cid,
-        symbol=SYMBOL,
-        side=Side.SELL,
-        qty=stop_qty,
-        type=OrderType.STOP,
-        status=OrderStatus.NEW,
-        stop_price=STOP_PRICE,
-    )
-    return state, resting
-
-
 async def _world(
     store: SqliteStore, qty: float, stop_qty: float
 ) -> tuple[RecordingVenue, PositionState, str]:
     """Return the venue resting our stop, the state holding it (its intent stored) and its id."""
-    state, resting = _held(qty, stop_qty)
+    state, resting = held_under_stop(qty, stop_qty)
     venue = RecordingVenue()
     venue.market_time = START
     venue.orders[resting.order_id] = resting

@@ -21,25 +21,27 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from actors import model
 from actors.messages import FillAck, FlattenNow, OnExecution, OnOrderUpdate
 from actors.orders import intent_row
 from actors.position import PositionActor
-from actors.state import IntentKind, PositionState, StopOrder
+from actors.state import PositionState
 from actors.supervisor import _FILL_WAIT_S, RecoveryReport, SupervisorActor
-from bench._world import ACCOUNT, DAY, InstantVenue, context
-from brokers.base import BrokerPosition, Execution, Order, OrderStatus, OrderType, Side
+from bench._world import ACCOUNT, InstantVenue, context
+from brokers.base import BrokerPosition, Execution, Order, OrderType, Side
 from persistence import PutIntent, SqliteStore
 from runtime.alerts import Alert
-from runtime.clock import FunctionClock, TradingCalendar, VirtualClock
+from runtime.clock import FunctionClock, VirtualClock
 from runtime.supervision import Supervisor
 from tests.unit.actors._actor_kit import snapshot_row
+from tests.unit.actors._filled_stop_kit import (
+    ENTRY_PRICE,
+    START,
+    STOP_ID,
+    STOP_PRICE,
+    SYMBOL,
+    held_under_stop,
+)
 
-START = TradingCalendar().open_of(DAY) + timedelta(hours=1)
-SYMBOL = "NVDA"
-ENTRY_PRICE = 100.0
-STOP_PRICE = 95.0
-STOP_ID = "SO-1"
 QUIET = 10.0  # wall seconds between runs: more than the supervisor's order quiet time
 HAND_TRADE_ALERTS = frozenset({"zombie", "drift", "orphan"})
 
@@ -114,40 +116,12 @@ class World:
         return [a.kind for a in self.alerts[since:]]
 
 
-def _held(qty: float, stop_qty: float) -> tuple[PositionState, Order]:
-    """Return ``qty`` long under our live stop of ``stop_qty`` at 95, and that stop at the venue."""
-    state = PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
-    state, entry = model.begin_entry(
-        state, day=DAY, pivot=ENTRY_PRICE, side=Side.BUY, qty=qty, now=START, max_attempts=2
-    )
-    entry_fill = Execution(
-        "E-1", "BO-1", entry.client_order_id, SYMBOL, Side.BUY, qty, ENTRY_PRICE, START
-    )
-    state = model.apply_fill(state, entry_fill).state
-    state, intent = model.begin_order(
-        state,
-        kind=IntentKind.STOP,
-        side=Side.SELL,
-        qty=stop_qty,
-        now=START,
-        tag="stop1",
-        order_type=OrderType.STOP,
-        price=STOP_PRICE,
-        reason="stop",
-    )
-    cid = intent.client_order_id
-    state = model.resolve_intent(state, cid, order_id=STOP_ID)
-    state = model.set_stop(state, StopOrder(cid, Side.SELL, STOP_PRICE, stop_qty, STOP_ID, "live"))
-    resting = Order(STOP_ID, cid, SYMBOL, Side.SELL, stop_qty, OrderType.STOP, OrderStatus.NEW)
-    return state, resting
-
-
 async def _stopped_with_the_rest_missing(
     store: SqliteStore, sup: Supervisor, held: float
 ) -> tuple[World, Execution]:
     """Hold ``held`` under a 100-share stop that fills 60 + 40 at the venue; the actor hears
     "filled" and the 60. Return the world and the 40, which nobody has reported."""
-    state, resting = _held(held, 100.0)
+    state, resting = held_under_stop(held, 100.0)
     intent = state.intent(resting.client_order_id)
     assert intent is not None
     await store.commit([PutIntent(intent_row(SYMBOL, intent))])
