@@ -82,8 +82,9 @@ def _actor(
     )
 
 
-async def _long_100_with_its_stop(actor: PositionActor) -> StopOrder:
-    """Fill the 100-share entry; return the stop the actor placed at the venue."""
+async def _start_long_100(sup: Supervisor, actor: PositionActor) -> tuple[StopOrder, str]:
+    """Start ``actor``, fill its 100-share entry; return its stop and the stop's order id."""
+    await sup.start(actor)
     intent = actor.state.intents[0]
     entry = Execution(
         "X-1", "BO-1", intent.client_order_id, SYMBOL, Side.BUY, 100.0, ENTRY_PRICE, START
@@ -95,7 +96,7 @@ async def _long_100_with_its_stop(actor: PositionActor) -> StopOrder:
     assert stop is not None
     assert stop.order_id is not None
     assert (stop.qty, stop.status) == (100.0, "live")
-    return stop
+    return stop, stop.order_id
 
 
 def _venue_stop(venue: InstantVenue, stop: StopOrder) -> Order:
@@ -129,11 +130,9 @@ async def test_a_partial_stop_fill_leaves_the_rest_of_the_stop_covering_the_posi
     venue, alerts = InstantVenue(), CountingAlerts()
     async with Supervisor(name="test") as sup:
         actor = _actor(store, venue, _entry_in_flight(), alerts)
-        await sup.start(actor)
-        stop = await _long_100_with_its_stop(actor)
-        assert stop.order_id is not None
+        stop, order_id = await _start_long_100(sup, actor)
 
-        fill = await venue.fill_resting(stop.order_id, 40.0, STOP_PRICE)
+        fill = await venue.fill_resting(order_id, 40.0, STOP_PRICE)
         ack = await actor.ask(OnExecution(fill))
 
         assert isinstance(ack, FillAck)
@@ -144,7 +143,7 @@ async def test_a_partial_stop_fill_leaves_the_rest_of_the_stop_covering_the_posi
         assert await _pending_intent_qty(store, stop.client_order_id) == 100.0
         assert "unprotected" not in alerts.kinds
 
-        rest = await venue.fill_resting(stop.order_id, 60.0, STOP_PRICE)
+        rest = await venue.fill_resting(order_id, 60.0, STOP_PRICE)
         await actor.ask(OnExecution(rest))
 
         assert actor.state.is_flat
@@ -161,10 +160,8 @@ async def test_a_stop_move_after_a_partial_fill_sends_the_orders_new_total(
     async with Supervisor(name="test") as sup:
         strategy = MovesStopOnce(price=ENTRY_PRICE, qty=40.0)
         actor = _actor(store, venue, _entry_in_flight(), alerts, strategy)
-        await sup.start(actor)
-        stop = await _long_100_with_its_stop(actor)
-        assert stop.order_id is not None
-        await actor.ask(OnExecution(await venue.fill_resting(stop.order_id, 40.0, STOP_PRICE)))
+        stop, order_id = await _start_long_100(sup, actor)
+        await actor.ask(OnExecution(await venue.fill_resting(order_id, 40.0, STOP_PRICE)))
 
         bar = Bar(SYMBOL, START + timedelta(minutes=1), 100.5, 100.6, 100.4, 100.5, 1e3)
         await actor.ask(OnBar(bar))
@@ -191,10 +188,8 @@ async def test_a_hand_sell_after_a_partial_stop_fill_resizes_the_stop_to_what_is
     venue, alerts = InstantVenue(), CountingAlerts()
     async with Supervisor(name="test") as sup:
         actor = _actor(store, venue, _entry_in_flight(), alerts)
-        await sup.start(actor)
-        stop = await _long_100_with_its_stop(actor)
-        assert stop.order_id is not None
-        await actor.ask(OnExecution(await venue.fill_resting(stop.order_id, 40.0, STOP_PRICE)))
+        stop, order_id = await _start_long_100(sup, actor)
+        await actor.ask(OnExecution(await venue.fill_resting(order_id, 40.0, STOP_PRICE)))
 
         hand = Execution("H-1", "HO-1", "by-hand", SYMBOL, Side.SELL, 20.0, 100.2, START)
         await actor.ask(OnExecution(hand))
@@ -213,11 +208,9 @@ async def test_a_boot_after_a_partial_stop_fill_and_a_hand_sell_while_down_resiz
     venue, alerts = InstantVenue(), CountingAlerts()
     async with Supervisor(name="first") as sup:
         actor = _actor(store, venue, _entry_in_flight(), alerts)
-        await sup.start(actor)
-        stop = await _long_100_with_its_stop(actor)
-        assert stop.order_id is not None
+        stop, order_id = await _start_long_100(sup, actor)
     (checkpoint,) = (await store.load_snapshots()).rows
-    stop_fill = await venue.fill_resting(stop.order_id, 40.0, STOP_PRICE)
+    stop_fill = await venue.fill_resting(order_id, 40.0, STOP_PRICE)
     hand = Execution("H-1", "HO-1", "by-hand", SYMBOL, Side.SELL, 20.0, 100.2, START)
 
     async with Supervisor(name="second") as sup:
@@ -255,10 +248,8 @@ async def test_a_periodic_heal_that_sees_a_stop_fill_before_its_execution_counts
     venue, alerts = InstantVenue(), CountingAlerts()
     async with Supervisor(name="test") as sup:
         actor = _actor(store, venue, _entry_in_flight(), alerts)
-        await sup.start(actor)
-        stop = await _long_100_with_its_stop(actor)
-        assert stop.order_id is not None
-        fill = await venue.fill_resting(stop.order_id, 40.0, STOP_PRICE)
+        stop, order_id = await _start_long_100(sup, actor)
+        fill = await venue.fill_resting(order_id, 40.0, STOP_PRICE)
 
         outcome = await actor.ask(
             Reconcile(
@@ -297,16 +288,14 @@ async def test_a_stop_fill_that_closes_the_position_cancels_what_of_the_stop_sti
     venue, alerts = UnreachableOnReplace(), CountingAlerts()
     async with Supervisor(name="test") as sup:
         actor = _actor(store, venue, _entry_in_flight(), alerts)
-        await sup.start(actor)
-        stop = await _long_100_with_its_stop(actor)
-        assert stop.order_id is not None
+        stop, order_id = await _start_long_100(sup, actor)
         hand = Execution("H-1", "HO-1", "by-hand", SYMBOL, Side.SELL, 50.0, 100.2, START)
         await actor.ask(OnExecution(hand))
         held = actor.state.stop
         assert held is not None
         assert (actor.state.qty, held.qty) == (50.0, 100.0), "the resize did not get through"
 
-        fill = await venue.fill_resting(stop.order_id, filled, STOP_PRICE)
+        fill = await venue.fill_resting(order_id, filled, STOP_PRICE)
         await actor.ask(OnExecution(fill))
 
         assert actor.state.qty == left
