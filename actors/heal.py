@@ -20,7 +20,7 @@ exactly once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
@@ -156,10 +156,9 @@ def label_external(
     )
 
 
-def _last_exit_of(client_order_id: str, executions: Sequence[Execution]) -> Execution | None:
-    """Return the latest of ``executions`` of the order ``client_order_id``."""
-    mine = [ex for ex in executions if ex.client_order_id == client_order_id]
-    return max(mine, key=lambda ex: (ex.ts, ex.exec_id), default=None)
+def _latest(executions: Iterable[Execution]) -> Execution | None:
+    """Return the latest of ``executions`` (by time, then id), None when there is none."""
+    return max(executions, key=lambda ex: (ex.ts, ex.exec_id), default=None)
 
 
 def _last_exit(state: PositionState, executions: Sequence[Execution]) -> Execution | None:
@@ -167,12 +166,11 @@ def _last_exit(state: PositionState, executions: Sequence[Execution]) -> Executi
     side = state.side
     if side is None:
         return None
-    exits = [
+    return _latest(
         ex
         for ex in executions
         if ex.side is side.opposite and (state.opened_at is None or ex.ts >= state.opened_at)
-    ]
-    return max(exits, key=lambda ex: (ex.ts, ex.exec_id), default=None)
+    )
 
 
 async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
@@ -221,7 +219,8 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
             # Flat at the broker because our stop's fill closed it: the trade is the
             # stop's, its missing part priced as the stop's last execution that came
             # (else at the stop's price); the missing_fill alert said what is missing.
-            came = _last_exit_of(absorbed.client_order_id, msg.executions)
+            cid = absorbed.client_order_id
+            came = _latest(ex for ex in msg.executions if ex.client_order_id == cid)
             rest_at = came.price if came is not None else absorbed.price
             writes.extend(ResolveIntent(i.client_order_id, "canceled") for i in state.intents)
             state, trade = model.close_externally(
@@ -229,7 +228,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
             )
             if trade is not None:
                 writes.append(PutClosedTrade(trade))
-            actions.append(f"closed by its stop {absorbed.client_order_id} (rest at {rest_at})")
+            actions.append(f"closed by its stop {cid} (rest at {rest_at})")
         case Finding.ZOMBIE:
             last = _last_exit(state, msg.executions)
             price = last.price if last is not None else None
