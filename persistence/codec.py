@@ -129,9 +129,12 @@ def _status(client_order_id: str, status: str) -> str:
     return status
 
 
-def _upsert(table: str, row_type: type[msgspec.Struct], key: str) -> str:
+def _upsert(
+    table: str, row_type: type[msgspec.Struct], key: str, *, keep: tuple[str, ...] = ()
+) -> str:
+    """Return the upsert of ``row_type``; a stored row keeps its ``keep`` columns."""
     fields = row_type.__struct_fields__
-    updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key)
+    updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key and f not in keep)
     marks = ", ".join("?" for _ in fields)
     return (
         f"INSERT INTO {table} ({columns(row_type)}) VALUES ({marks}) "
@@ -166,15 +169,7 @@ SELECT_SNAPSHOTS = (
 # indexed, and SQLite rewrites an index entry whenever its column is assigned,
 # equal or not: a stop resized by every fill (qty and price only) would dirty a
 # page of ``intents_status`` per fill for nothing (~1 of the 6 pages of a fill).
-UPSERT_INTENT = (
-    f"INSERT INTO intents ({columns(IntentRow)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (client_order_id) DO UPDATE SET "
-    + ", ".join(
-        f"{f} = excluded.{f}"
-        for f in IntentRow.__struct_fields__
-        if f not in ("client_order_id", "status")
-    )
-)
+UPSERT_INTENT = _upsert("intents", IntentRow, "client_order_id", keep=("status",))
 SET_INTENT_STATUS = "UPDATE intents SET status = ? WHERE client_order_id = ? AND status IS NOT ?"
 RESOLVE_INTENT = (
     "UPDATE intents SET status = ?, order_id = COALESCE(?, order_id) WHERE client_order_id = ?"
