@@ -212,8 +212,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     leftovers: list[Order] = []
     absorbed: StopOrder | None = None  # our stop, filled at the venue, its rest taken
     if msg.verify and (msg.mode != "periodic" or msg.fill_overdue):
-        absorbed = state.stop if state.stop is not None and state.stop.filled_at_venue else None
-        state = _absorb_fill_rest(actor, state, plan, writes, actions)
+        state, absorbed = _absorb_fill_rest(actor, state, plan, writes, actions)
     match plan.finding:
         case Finding.ZOMBIE if absorbed is not None:
             # Flat at the broker because our stop's fill closed it: the trade is the
@@ -341,17 +340,18 @@ def _absorb_fill_rest(
     plan: SymbolPlan,
     writes: list[Write],
     actions: list[str],
-) -> PositionState:
+) -> tuple[PositionState, StopOrder | None]:
     """Settle a stop the venue said filled whose executions never all arrived.
 
     The broker's quantity, which the heal takes, holds the venue's whole fill:
     the stop and its intent are settled as filled, and the executions still to
     come, if they come, are booked without moving the position again
     (``model.absorb_fill_rest``). Loudly: the trade's record lacks them.
+    Return the state and the stop settled (None when there was none).
     """
     stop = state.stop
     if stop is None or not stop.filled_at_venue:
-        return state
+        return state, None
     cid = stop.client_order_id
     if state.intent(cid) is not None:
         writes.append(ResolveIntent(cid, "filled", stop.order_id))
@@ -366,7 +366,7 @@ def _absorb_fill_rest(
         f"as executions: the position is the broker's ({plan.broker_qty}); those executions, "
         "if they come, are booked without moving it",
     )
-    return model.absorb_fill_rest(state)
+    return model.absorb_fill_rest(state), stop
 
 
 def _stop_price(state: PositionState) -> float | None:
