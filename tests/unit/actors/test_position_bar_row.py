@@ -98,6 +98,18 @@ async def _stored(store: SqliteStore) -> SnapshotRow:
     return row
 
 
+async def _recording_after(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch, ring: BarRing
+) -> _Recording:
+    """Store a flat state of SYMBOL with ``ring`` as its buffer; then record what commits carry."""
+    state = PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
+    row = SnapshotRow(SYMBOL, encode_state(state), SCHEMA_VERSION, 0, NOW, ring.to_bytes())
+    await store.commit([PutSnapshot(row)])
+    recording = _Recording(store)
+    monkeypatch.setattr(store, "commit", recording)
+    return recording
+
+
 async def _start(store: SqliteStore, alerts: CountingAlerts | None = None) -> PositionActor:
     """Start an actor from what ``store`` holds for SYMBOL (as a boot hands it over)."""
     venue = InstantVenue()
@@ -143,12 +155,7 @@ async def test_fills_between_bars_do_not_rewrite_the_buffer_and_a_bar_makes_the_
 async def test_a_checkpoint_after_a_bar_writes_the_buffer_and_one_without_does_not(
     store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    state = PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
-    ring = _ring(range(30))
-    row = SnapshotRow(SYMBOL, encode_state(state), SCHEMA_VERSION, 0, NOW, ring.to_bytes())
-    await store.commit([PutSnapshot(row)])
-    recording = _Recording(store)
-    monkeypatch.setattr(store, "commit", recording)
+    recording = await _recording_after(store, monkeypatch, _ring(range(30)))
 
     async with Supervisor(name="test") as sup:
         actor = await _start(store)
@@ -169,12 +176,8 @@ async def test_old_bars_trimmed_at_a_start_do_not_rewrite_the_buffer(
     # A restart trims the bars older than the window; the stored row still holds
     # them, and every start trims them again, so the buffer as loaded is the same:
     # no symbol rewrites its ~12 KB buffer for that (10,000 symbols: ~115 MB).
-    state = PositionState(account=ACCOUNT, symbol=SYMBOL, trading_day=DAY)
     ring = _ring(range(-205, 30))  # the 5 oldest are more than 240 bars before NOW
-    row = SnapshotRow(SYMBOL, encode_state(state), SCHEMA_VERSION, 0, NOW, ring.to_bytes())
-    await store.commit([PutSnapshot(row)])
-    recording = _Recording(store)
-    monkeypatch.setattr(store, "commit", recording)
+    recording = await _recording_after(store, monkeypatch, ring)
 
     async with Supervisor(name="test") as sup:
         actor = await _start(store)
