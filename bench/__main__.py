@@ -104,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown is not None:
         print(markdown(msgspec.json.decode(args.markdown.read_bytes(), type=Report)))
         return 0
+    if args.workdir is not None and not args.workdir.is_dir():
+        parser.error(f"--workdir {args.workdir}: not a directory (create it first)")
     names = args.only or list(BENCHMARKS)
     full = not args.quick and not args.only
     out = args.out or _RESULTS / ("latest.json" if full else "partial.json")

@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.__main__ import main
 
 _TOP = {"when", "machine", "versions", "benchmarks"}
@@ -72,3 +74,18 @@ def test_quick_run_writes_the_stable_results_shape(tmp_path: Path) -> None:
         assert measured["baseline_value"] > 0
         assert measured["ratio"] > 0
     assert results["checkpoint_stall"]["ratio"] is None  # no baseline: an absolute target
+
+
+def test_a_missing_workdir_is_refused_by_name_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    missing = tmp_path / "nowhere"
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--quick", "--only", "memory", "--out", str(out), "--workdir", str(missing)])
+
+    assert exc.value.code == 2
+    assert f"--workdir {missing}: not a directory" in capsys.readouterr().err
+    assert not out.exists()
+    assert not missing.exists()
