@@ -20,6 +20,7 @@ exactly once.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
@@ -43,7 +44,11 @@ from runtime.alerts import Severity
 if TYPE_CHECKING:
     from actors.position import PositionActor
 
-__all__ = ["discrepancy", "heal_symbol", "own_prefix"]
+__all__ = ["CLOSED_BY_STOP", "discrepancy", "heal_symbol", "own_prefix"]
+
+CLOSED_BY_STOP = "closed_by_stop"
+"""The finding of a symbol open here and flat at the broker because our stop filled
+there, its executions not all arrived: reported apart from the zombies."""
 
 _log = logging.getLogger(__name__)
 
@@ -216,18 +221,21 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     match plan.finding:
         case Finding.ZOMBIE if absorbed is not None:
             # Flat at the broker because our stop's fill closed it: the trade is the
-            # stop's, its missing part priced as the stop's last execution that came
-            # (else at the stop's price); the missing_fill alert said what is missing.
+            # stop's (not a zombie), its missing part priced from the broker's own
+            # record of the order where it can tell; the missing_fill alert said
+            # what is missing.
+            outcome = msgspec.structs.replace(outcome, finding=CLOSED_BY_STOP)
             cid = absorbed.client_order_id
-            came = _latest(ex for ex in msg.executions if ex.client_order_id == cid)
-            rest_at = came.price if came is not None else absorbed.price
+            came = [ex for ex in msg.executions if ex.client_order_id == cid]
+            last = _latest(came)
+            rest_at, source = await _missing_fill_price(actor, absorbed, came)
             writes.extend(ResolveIntent(i.client_order_id, "canceled") for i in state.intents)
             state, trade = model.close_externally(
-                state, came.ts if came else now, rest_at, reason=ExitReason.STOP.value
+                state, last.ts if last else now, rest_at, reason=ExitReason.STOP.value
             )
             if trade is not None:
                 writes.append(PutClosedTrade(trade))
-            actions.append(f"closed by its stop {cid} (rest at {rest_at})")
+            actions.append(f"closed by its stop {cid} (rest at {rest_at}, {source})")
         case Finding.ZOMBIE:
             last = _last_exit(state, msg.executions)
             price = last.price if last is not None else None
@@ -331,7 +339,9 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
         actions.extend(await _protect(actor, msg, old_stop_price))
     if unverified:
         actions.append("unverified: trades nothing until confirmed")
-    return msgspec.structs.replace(outcome, actions=tuple(actions))
+    return msgspec.structs.replace(
+        outcome, actions=tuple(actions), missing_fill=absorbed is not None
+    )
 
 
 def _absorb_fill_rest(
@@ -367,6 +377,36 @@ def _absorb_fill_rest(
         "if they come, are booked without moving it",
     )
     return model.absorb_fill_rest(state), stop
+
+
+async def _missing_fill_price(
+    actor: PositionActor, stop: StopOrder, came: Sequence[Execution]
+) -> tuple[float, str]:
+    """Return the price of what of ``stop``'s fill never arrived, and where it came from.
+
+    The broker's order knows the fill's total and average price: what of it the
+    executions that came (``came``) do not account for is the missing part's
+    value. Where the broker cannot tell (unreachable, no average, a total that
+    does not cover what came, a price that is not one), the estimate: the price
+    of the last execution that came, else the stop's price.
+    """
+    missing = stop.qty
+    try:
+        order = await actor.ctx.broker.order_by_client_id(stop.client_order_id)
+    except BrokerError as exc:
+        _log.warning("%s: stop %s not read back: %s", actor.symbol, stop.client_order_id, exc)
+        order = None
+    if order is not None and order.avg_fill_price is not None and missing > 0:
+        came_qty = math.fsum(ex.qty for ex in came)
+        if abs(order.filled_qty - (came_qty + missing)) < 1e-9:
+            value = order.avg_fill_price * order.filled_qty - math.fsum(
+                ex.price * ex.qty for ex in came
+            )
+            price = round(value / missing, 9)
+            if 0.0 < price < math.inf:
+                return price, "from the broker's average fill price"
+    last = _latest(came)
+    return (last.price if last is not None else stop.price), "estimated"
 
 
 def _stop_price(state: PositionState) -> float | None:

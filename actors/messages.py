@@ -103,7 +103,7 @@ class Reconcile(msgspec.Struct, frozen=True, tag=True):
 
 class ReconcileOutcome(msgspec.Struct, frozen=True):
     symbol: str
-    finding: str  # ok, zombie, orphan, drift
+    finding: str  # ok, zombie, orphan, drift, closed_by_stop (actors.heal)
     local_qty: float
     broker_qty: float
     local_avg: float
@@ -112,6 +112,7 @@ class ReconcileOutcome(msgspec.Struct, frozen=True):
     unprotected: bool = False
     pending: bool = False  # a periodic run saw it, not yet confirmed: nothing was healed
     unverified: bool = False  # the broker cannot confirm the position: it trades nothing
+    missing_fill: bool = False  # a stop filled at the broker, its executions not all here
 
 
 PositionMsg = (

@@ -91,6 +91,9 @@ class RecoveryReport(msgspec.Struct, frozen=True, kw_only=True):
     orphans: list[str]
     drifts: list[Drift]
     unprotected: list[str]
+    # Symbols whose stop the broker filled while some of its executions never came:
+    # the position was taken from the broker and the trade booked as the stop's.
+    missing_fills: list[str] = []
     replayed_fills: int
     actions: list[ActionRecord]
     critical_issues: list[str]
@@ -433,6 +436,7 @@ class SupervisorActor(Actor[RunRecovery]):
                 if o.finding == "drift"
             ],
             unprotected=[o.symbol for o in found if o.unprotected],
+            missing_fills=[o.symbol for o in found if o.missing_fill],
             replayed_fills=replayed,
             actions=actions,
             critical_issues=critical,

@@ -153,8 +153,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"broker reachable {report['broker_reachable']}, "
         f"{report['replayed_fills']} fills replayed, {report['duration_s']:.3f} s"
     )
-    for name in ("zombies", "orphans", "unprotected"):
-        if report[name]:
+    for name in ("zombies", "orphans", "unprotected", "missing_fills"):
+        if report.get(name):  # missing_fills: not in reports stored before it existed
             console.print(f"  {name}: {', '.join(report[name])}")
     for d in report["drifts"]:
         console.print(

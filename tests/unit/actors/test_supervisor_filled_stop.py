@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 
+import msgspec
 import pytest
 
 from actors.messages import FillAck, FlattenNow, OnExecution, OnOrderUpdate
@@ -27,7 +28,7 @@ from actors.position import PositionActor
 from actors.state import PositionState
 from actors.supervisor import _FILL_WAIT_S, RecoveryReport, SupervisorActor
 from bench._world import ACCOUNT, InstantVenue, context
-from brokers.base import BrokerPosition, Execution, Order, OrderType, Side
+from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderType, Side
 from persistence import PutIntent, SqliteStore
 from runtime.alerts import Alert
 from runtime.clock import FunctionClock, VirtualClock
@@ -117,7 +118,7 @@ class World:
 
 
 async def _stopped_with_the_rest_missing(
-    store: SqliteStore, sup: Supervisor, held: float
+    store: SqliteStore, sup: Supervisor, held: float, venue: TruthVenue | None = None
 ) -> tuple[World, Execution]:
     """Hold ``held`` under a 100-share stop that fills 60 + 40 at the venue; the actor hears
     "filled" and the 60. Return the world and the 40, which nobody has reported."""
@@ -125,7 +126,7 @@ async def _stopped_with_the_rest_missing(
     intent = state.intent(resting.client_order_id)
     assert intent is not None
     await store.commit([PutIntent(intent_row(SYMBOL, intent))])
-    venue = TruthVenue()
+    venue = venue or TruthVenue()
     venue.market_time = START
     venue.orders[STOP_ID] = resting
     venue.by_client[resting.client_order_id] = STOP_ID
@@ -212,6 +213,7 @@ async def test_the_heal_takes_the_brokers_qty_and_settles_the_filled_stop_with_a
         assert len(missing) == 1
         assert "40.0 of its 100.0 never arrived" in missing[0].message
         assert missing[0].symbol == SYMBOL
+        assert (report.zombies, report.missing_fills) == ([], [SYMBOL])
 
         await actor.ask(FlattenNow("flatten"))
 
@@ -266,9 +268,10 @@ async def test_flat_at_the_broker_after_its_stop_filled_books_the_stops_trade(
 ) -> None:
     """Long 100, the stop filled 60 + 40 at the venue, the 40 never reported: flat at the
     broker because our stop closed it. The trade is the stop's (not CLOSED_EXTERNALLY, no
-    zombie alarm), its missing 40 priced as the stop's last execution that came."""
+    zombie alarm, not listed as a zombie), its missing 40 priced from the broker's record
+    of the order: its average fill price over the 100, less the 60 that came."""
     async with Supervisor(name="test") as sup:
-        world, _ = await _stopped_with_the_rest_missing(store, sup, 100.0)
+        world, rest = await _stopped_with_the_rest_missing(store, sup, 100.0)
         healed = len(world.alerts)
 
         report = await world.heal(mode)
@@ -276,9 +279,51 @@ async def test_flat_at_the_broker_after_its_stop_filled_books_the_stops_trade(
         assert world.actor.state.is_flat
         (trade,) = await store.closed_trades()
         assert (trade.exit_reason, trade.qty) == ("stop", 100.0)
-        assert trade.exit_price == STOP_PRICE
-        assert trade.realized_pnl == pytest.approx((STOP_PRICE - ENTRY_PRICE) * 100.0)
-        assert any(a.detail.startswith("closed by its stop") for a in report.actions)
+        exit_price = (60.0 * STOP_PRICE + 40.0 * rest.price) / 100.0
+        assert rest.price != STOP_PRICE
+        assert trade.exit_price == pytest.approx(exit_price)
+        assert trade.realized_pnl == pytest.approx((exit_price - ENTRY_PRICE) * 100.0)
+        (closed,) = [a.detail for a in report.actions if a.detail.startswith("closed by its stop")]
+        assert f"rest at {rest.price}, from the broker's average fill price" in closed
+        assert (report.zombies, report.missing_fills) == ([], [SYMBOL])
         kinds = world.kinds(healed)
         assert "zombie" not in kinds
         assert kinds.count("missing_fill") == 1
+
+
+class _SilentOrder(TruthVenue):
+    """A venue whose record of an order lacks its average fill price, or cannot be read."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        if self.how == "unreachable":
+            raise BrokerError("connection reset")
+        order = await super().order_by_client_id(client_order_id)
+        if self.how == "no_average" and order is not None:
+            return msgspec.structs.replace(order, avg_fill_price=None)
+        if self.how == "short_total" and order is not None:
+            return msgspec.structs.replace(order, filled_qty=60.0)
+        return order
+
+
+@pytest.mark.parametrize("how", ["unreachable", "no_average", "short_total"])
+async def test_where_the_broker_cannot_price_the_missing_fill_it_is_estimated_and_said(
+    store: SqliteStore, how: str
+) -> None:
+    """The broker's order cannot be read, has no average, or its total does not cover
+    what came and what is missing: the 40 is priced as the last execution that came
+    (the 60 at the stop's price), and the action says it is an estimate."""
+    async with Supervisor(name="test") as sup:
+        world, _ = await _stopped_with_the_rest_missing(store, sup, 100.0, _SilentOrder(how))
+
+        report = await world.heal("boot")
+
+        assert world.actor.state.is_flat
+        (trade,) = await store.closed_trades()
+        assert (trade.exit_reason, trade.qty, trade.exit_price) == ("stop", 100.0, STOP_PRICE)
+        (closed,) = [a.detail for a in report.actions if a.detail.startswith("closed by its stop")]
+        assert f"rest at {STOP_PRICE}, estimated" in closed
+        assert report.missing_fills == [SYMBOL]
