@@ -142,6 +142,9 @@ class SupervisorActor(Actor[RunRecovery]):
         self._seen: dict[str, tuple[str, int]] = {}
         # symbol -> ((client order id, qty still to come) of its filled stop, first seen)
         self._awaited: dict[str, tuple[tuple[str, float], float]] = {}
+        # Symbols of this run whose confirmed finding waits only for a filled stop's
+        # executions (``_should_heal``): what the broker holds meanwhile is reported.
+        self._fill_waits: set[str] = set()
         self.last_report: RecoveryReport | None = None
 
     async def receive(self, msg: RunRecovery) -> object:
@@ -192,6 +195,7 @@ class SupervisorActor(Actor[RunRecovery]):
         foreign_of = _grouped(foreign)
         asks: list[tuple[PositionActor, Reconcile]] = []
         outcomes: list[ReconcileOutcome] = []
+        self._fill_waits.clear()
         wanted = set(symbols) if symbols else set(self.actors) | set(by_symbol)
         for symbol in sorted(wanted):
             actor = self.actors.get(symbol)
@@ -389,10 +393,13 @@ class SupervisorActor(Actor[RunRecovery]):
         self._seen[symbol] = (signature, count)
         quiet = self.wall.monotonic() - actor.desk_activity >= _ORDER_QUIET_S
         stop = actor.state.stop
-        in_flight = any(i.kind is not IntentKind.STOP for i in actor.state.intents) or (
-            stop is not None and stop.filled_at_venue and not fill_overdue
-        )
-        heal = count >= self.confirm_runs and quiet and not in_flight
+        waits_for_fill = stop is not None and stop.filled_at_venue and not fill_overdue
+        ready = count >= self.confirm_runs and quiet
+        if any(i.kind is not IntentKind.STOP for i in actor.state.intents):
+            return False, signature
+        if ready and waits_for_fill:
+            self._fill_waits.add(symbol)
+        heal = ready and not waits_for_fill
         if heal:
             self._seen.pop(symbol, None)
         return heal, signature
@@ -422,6 +429,16 @@ class SupervisorActor(Actor[RunRecovery]):
             for o in found
             if o.unprotected and not any(a.startswith("stop restored") for a in o.actions)
         ]
+        # Confirmed but held back while a filled stop's executions may still come: what
+        # the broker holds meanwhile has no stop, and waiting must not hide that.
+        waiting = [
+            o for o in outcomes if o.pending and o.unprotected and o.symbol in self._fill_waits
+        ]
+        critical += [
+            f"unprotected {o.symbol}: {o.broker_qty} at the broker with no stop, "
+            "while its filled stop's executions are awaited"
+            for o in waiting
+        ]
         critical += [f"unverified {o.symbol}" for o in found if o.unverified]
         return RecoveryReport(
             mode=mode,
@@ -435,7 +452,11 @@ class SupervisorActor(Actor[RunRecovery]):
                 for o in found
                 if o.finding == "drift"
             ],
-            unprotected=[o.symbol for o in found if o.unprotected],
+            unprotected=[
+                o.symbol
+                for o in outcomes
+                if o.unprotected and (not o.pending or o.symbol in self._fill_waits)
+            ],
             missing_fills=[o.symbol for o in found if o.missing_fill],
             replayed_fills=replayed,
             actions=actions,

@@ -186,6 +186,53 @@ async def test_a_periodic_run_waits_for_the_rest_of_a_filled_stops_fill(
         assert world.kinds() == []
 
 
+async def test_what_the_broker_holds_unprotected_while_the_rest_is_awaited_is_reported(
+    store: SqliteStore,
+) -> None:
+    """Long 120 under a 100-share stop: after the 60, 20 are left at the broker with no
+    stop while the heal waits for the 40. Once the finding is confirmed (second run) each
+    waiting run says so, critically; the first, unconfirmed, run does not (a fill racing
+    the stream looks the same). After the wait the heal restores a stop on the 20."""
+    async with Supervisor(name="test") as sup:
+        world, _ = await _stopped_with_the_rest_missing(store, sup, 120.0)
+
+        first = await world.run("periodic")
+        waiting = [await world.run("periodic") for _ in range(2)]
+
+        assert _actions(first) == ["pending"]
+        assert (first.unprotected, first.critical_issues) == ([], [])
+        for report in waiting:
+            assert _actions(report) == ["pending"]
+            assert report.unprotected == [SYMBOL]
+            (issue,) = report.critical_issues
+            assert issue.startswith(f"unprotected {SYMBOL}: 20.0 at the broker with no stop")
+        assert world.actor.state.qty == 60.0, "still waiting: nothing healed"
+
+        await world.wall.advance(_FILL_WAIT_S)
+        healed = await world.run("periodic")
+
+        assert world.actor.state.qty == 20.0
+        assert "stop" in _actions(healed)
+        stop = world.actor.state.stop
+        assert stop is not None
+        assert (stop.qty, stop.status) == (20.0, "live")
+        assert [o.qty for o in await world.venue.open_orders()] == [20.0]
+
+
+async def test_a_wait_with_the_broker_flat_reports_nothing_unprotected(
+    store: SqliteStore,
+) -> None:
+    """Long 100, the stop's 40 awaited, flat at the broker: nothing is exposed meanwhile."""
+    async with Supervisor(name="test") as sup:
+        world, _ = await _stopped_with_the_rest_missing(store, sup, 100.0)
+
+        reports = [await world.run("periodic") for _ in range(3)]
+
+        for report in reports:
+            assert _actions(report) == ["pending"]
+            assert (report.unprotected, report.critical_issues) == ([], [])
+
+
 @pytest.mark.parametrize("mode", ["periodic", "boot", "reconnect", "manual"])
 async def test_the_heal_takes_the_brokers_qty_and_settles_the_filled_stop_with_an_alert(
     store: SqliteStore, mode: str
