@@ -31,7 +31,7 @@ from actors import model
 from actors.messages import Reconcile, ReconcileOutcome
 from actors.orders import stop_intent_writes
 from actors.reconcile import Finding, SymbolPlan, plan_symbol
-from actors.state import ExitReason, IntentKind, Mode, PositionState, StopOrder
+from actors.state import IntentKind, Mode, PositionState, StopOrder
 from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderStatus
 from persistence.protocol import (
     PutClosedTrade,
@@ -44,11 +44,7 @@ from runtime.alerts import Severity
 if TYPE_CHECKING:
     from actors.position import PositionActor
 
-__all__ = ["CLOSED_BY_STOP", "discrepancy", "heal_symbol", "own_prefix"]
-
-CLOSED_BY_STOP = "closed_by_stop"
-"""The finding of a symbol open here and flat at the broker because our stop filled
-there, its executions not all arrived: reported apart from the zombies."""
+__all__ = ["discrepancy", "heal_symbol", "own_prefix"]
 
 _log = logging.getLogger(__name__)
 
@@ -215,27 +211,15 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     writes: list[Write] = []
     actions: list[str] = []
     leftovers: list[Order] = []
-    absorbed: StopOrder | None = None  # our stop, filled at the venue, its rest taken
+    seen = plan  # what the broker's truth said of the symbol before any of it was healed
+    absorbed: StopOrder | None = None  # our stop, filled at the venue, its rest booked
     if msg.verify and (msg.mode != "periodic" or msg.fill_overdue):
-        state, absorbed = _absorb_fill_rest(actor, state, plan, writes, actions)
+        state, absorbed = await _absorb_fill_rest(actor, state, msg, writes, actions)
+        if absorbed is not None:
+            # What the missing part explains is healed: only the rest is a finding.
+            plan = plan_symbol(state, position, msg.open_orders)
+            outcome = msgspec.structs.replace(outcome, finding=plan.finding.value)
     match plan.finding:
-        case Finding.ZOMBIE if absorbed is not None:
-            # Flat at the broker because our stop's fill closed it: the trade is the
-            # stop's (not a zombie), its missing part priced from the broker's own
-            # record of the order where it can tell; the missing_fill alert said
-            # what is missing.
-            outcome = msgspec.structs.replace(outcome, finding=CLOSED_BY_STOP)
-            cid = absorbed.client_order_id
-            came = [ex for ex in msg.executions if ex.client_order_id == cid]
-            last = _latest(came)
-            rest_at, source = await _missing_fill_price(actor, absorbed, came)
-            writes.extend(ResolveIntent(i.client_order_id, "canceled") for i in state.intents)
-            state, trade = model.close_externally(
-                state, last.ts if last else now, rest_at, reason=ExitReason.STOP.value
-            )
-            if trade is not None:
-                writes.append(PutClosedTrade(trade))
-            actions.append(f"closed by its stop {cid} (rest at {rest_at}, {source})")
         case Finding.ZOMBIE:
             last = _last_exit(state, msg.executions)
             price = last.price if last is not None else None
@@ -298,7 +282,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
         # Now on another side (an orphan, a drift past zero): the stop price of the side
         # held before protects nothing; only a plan the model kept for this side does.
         old_stop_price = state.planned_stop
-    if plan.finding is not Finding.OK or msg.mode != "periodic":
+    if seen.finding is not Finding.OK or msg.mode != "periodic":
         # Outside a periodic run nothing streams while we heal, so the broker's
         # quantities already hold these trades; in a periodic run only a
         # confirmed finding says so (an unconfirmed one may still be streaming).
@@ -344,39 +328,50 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     )
 
 
-def _absorb_fill_rest(
+async def _absorb_fill_rest(
     actor: PositionActor,
     state: PositionState,
-    plan: SymbolPlan,
+    msg: Reconcile,
     writes: list[Write],
     actions: list[str],
 ) -> tuple[PositionState, StopOrder | None]:
     """Settle a stop the venue said filled whose executions never all arrived.
 
-    The broker's quantity, which the heal takes, holds the venue's whole fill:
-    the stop and its intent are settled as filled, and the executions still to
-    come, if they come, are booked without moving the position again
-    (``model.absorb_fill_rest``). Loudly: the trade's record lacks them.
-    Return the state and the stop settled (None when there was none).
+    The broker's quantity, which the heal takes, holds the venue's whole fill.
+    What of it never came is booked as one fill of the stop, priced from the
+    broker's record of the order where it can tell (``_missing_fill_price``),
+    so the trade's record holds it; the stop and its intent settle as filled,
+    and the executions still to come, if they come, are booked without moving
+    the position again (``model.absorb_fill_rest``). Loudly: the alert says
+    what is missing. Return the state and the stop settled (None when there
+    was none).
     """
     stop = state.stop
     if stop is None or not stop.filled_at_venue:
         return state, None
     cid = stop.client_order_id
+    came = [ex for ex in msg.executions if ex.client_order_id == cid]
+    last = _latest(came)
+    price, source = await _missing_fill_price(actor, stop, came)
+    applied = model.absorb_fill_rest(
+        state, price, last.ts if last is not None else actor.ctx.clock.now()
+    )
     if state.intent(cid) is not None:
         writes.append(ResolveIntent(cid, "filled", stop.order_id))
+    writes.extend(PutClosedTrade(trade) for trade in applied.closed)
+    broker_qty = msg.position.qty if msg.position is not None else 0.0
     actions.append(
-        f"settled filled stop {cid}: {stop.qty} of its fill never arrived, "
-        f"taken as in the broker qty {plan.broker_qty}"
+        f"settled filled stop {cid}: {stop.qty} of its fill never arrived, booked at {price} "
+        f"({source}); position {applied.state.qty}, broker {broker_qty}"
     )
     actor._alert(
         "missing_fill",
         Severity.WARNING,
         f"stop {cid} filled at the broker but {stop.qty} of its {stop.order_qty} never arrived "
-        f"as executions: the position is the broker's ({plan.broker_qty}); those executions, "
-        "if they come, are booked without moving it",
+        f"as executions: booked at {price} ({source}); those executions, if they come, are "
+        "booked without moving the position",
     )
-    return model.absorb_fill_rest(state), stop
+    return applied.state, stop
 
 
 async def _missing_fill_price(

@@ -83,7 +83,8 @@ class Reconcile(msgspec.Struct, frozen=True, tag=True):
     ``confirm_runs`` consecutive runs. A stop the venue said filled whose
     executions have not all arrived is left to them, except outside a periodic
     run and when ``fill_overdue`` (the supervisor waited long enough): the heal
-    then takes the broker's quantity as holding the rest (``model.absorb_fill_rest``).
+    then books the rest as the stop's fill, priced from the broker's record of
+    the order where it can tell (``model.absorb_fill_rest``).
     """
 
     position: BrokerPosition | None
@@ -103,7 +104,7 @@ class Reconcile(msgspec.Struct, frozen=True, tag=True):
 
 class ReconcileOutcome(msgspec.Struct, frozen=True):
     symbol: str
-    finding: str  # ok, zombie, orphan, drift, closed_by_stop (actors.heal)
+    finding: str  # ok, zombie, orphan, drift (what is left once a missing fill is booked)
     local_qty: float
     broker_qty: float
     local_avg: float

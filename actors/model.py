@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 APPLIED_IDS_KEPT = 4096
+ABSENT = "absent"  # exec id suffix of a fill booked for executions that never came
 ABSORBED_KEPT = 16  # orders whose missing executions are remembered (``absorb_fill_rest``)
 RECOVERED_STRATEGY = "recovered"  # the strategy a closed trade of an adopted position records
 _EPS = 1e-9
@@ -371,26 +372,45 @@ def stop_filled(state: PositionState, stop: StopOrder, filled_qty: float = 0.0) 
     return set_stop(state, marked)
 
 
-def absorb_fill_rest(state: PositionState) -> PositionState:
-    """Take what of a filled stop's fill is still to come as already in the position.
+def absorb_fill_rest(state: PositionState, price: float, at: datetime) -> Applied:
+    """Book what of a filled stop's fill never arrived as executions, at ``price``.
 
-    For a heal that set the position to the broker's quantity, which holds the
-    venue's whole fill, while its executions had not all arrived: the stop the
-    venue said filled (``StopOrder.filled_at_venue``) and its intent are
-    dropped, and its qty still to come is remembered in ``absorbed_fills``, so
-    those executions, if they come, are booked without moving the position a
-    second time (``apply_fill``). Without such a stop ``state`` is returned.
+    For a heal that found the broker's quantity holding the venue's whole fill
+    of the stop (``StopOrder.filled_at_venue``) while its executions had not all
+    arrived: the rest (the stop's qty still to come) is applied as one fill of
+    the stop at ``price`` (from the broker's record of the order, or an
+    estimate) at ``at``, so the trade's record holds it and the stop and its
+    intent settle as filled, as if it had arrived. It is remembered in
+    ``absorbed_fills``, so those executions, if they come, are booked without
+    moving the position a second time (``apply_fill``). Without such a stop,
+    ``state`` is returned unchanged. Raises ``BadInput`` for an impossible price.
     """
     stop = state.stop
     if stop is None or not stop.filled_at_venue:
-        return state
+        return Applied(state=state)
+    _check_price(price, "price of a fill that never arrived")
     cid = stop.client_order_id
-    absorbed = dict(state.absorbed_fills)
+    rest = Execution(
+        exec_id=f"{cid}:{ABSENT}",
+        order_id=stop.order_id or "",
+        client_order_id=cid,
+        symbol=state.symbol,
+        side=stop.side,
+        qty=stop.qty,
+        price=price,
+        ts=at,
+    )
+    applied = apply_fill(state, rest)
+    new = resolve_intent(applied.state, cid, done=True)
+    absorbed = dict(new.absorbed_fills)
     absorbed[cid] = absorbed.pop(cid, 0.0) + stop.qty
     while len(absorbed) > ABSORBED_KEPT:
         del absorbed[next(iter(absorbed))]  # the oldest: its executions are long overdue
-    state = resolve_intent(state, cid, done=True)
-    return _bump(state, stop=None, absorbed_fills=absorbed)
+    # Not the broker's execution: its id is no exec id the venue may send.
+    kept = tuple(i for i in new.applied if i != rest.exec_id)
+    return msgspec.structs.replace(
+        applied, state=_bump(new, stop=None, absorbed_fills=absorbed, applied=kept)
+    )
 
 
 def _apply_absorbed(state: PositionState, ex: Execution, absorbed: float) -> Applied:

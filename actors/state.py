@@ -164,8 +164,8 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     attempts: dict[str, int] = {}
     entries_today: int = 0
     intents: tuple[Intent, ...] = ()
-    # Client order id -> what of its fill a heal took into ``qty`` from the broker's
-    # quantity before its executions arrived (``model.absorb_fill_rest``): those
+    # Client order id -> what of its fill a heal booked, as the broker's quantity held
+    # it, before its executions arrived (``model.absorb_fill_rest``): those
     # executions, if they come, are booked without moving the position again.
     absorbed_fills: dict[str, float] = {}
     trade_high: float | None = None

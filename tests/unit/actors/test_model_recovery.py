@@ -322,26 +322,64 @@ def test_a_filled_qty_that_cannot_be_real_is_refused(said: float) -> None:
 
 
 def _rest_absorbed() -> tuple[PositionState, str]:
-    """Long 100 under its stop: 60 applied, filled at the venue, then the heal took the
-    broker's flat (the 40 to come absorbed). Return the state and the stop's id."""
+    """Long 100 under its stop: 60 applied, filled at the venue, then the heal found the
+    broker flat and booked the 40 to come at 94.9. Return the state and the stop's id."""
     state, stop = _long_with_stop()
     cid = stop.client_order_id
     part = model.apply_fill(state, sell("s1", 60, 95.0, client_order_id=cid)).state
     assert part.stop is not None
     told = model.stop_filled(part, part.stop, 100.0)
-    healed, _ = model.close_externally(model.absorb_fill_rest(told), at(1), 95.0)
-    return healed, cid
+    healed = model.absorb_fill_rest(told, 94.9, at(1))
+    assert len(healed.closed) == 1
+    return healed.state, cid
 
 
-def test_absorbing_a_filled_stops_rest_drops_the_stop_and_remembers_what_is_to_come() -> None:
+def test_booking_a_filled_stops_rest_closes_the_trade_as_its_fill_would() -> None:
+    """Long 100, the venue says the stop filled, none of it arrived: the 100 are booked
+    at the price given, as the stop's, and remembered as to come."""
     state, stop = _long_with_stop()
     told = model.stop_filled(state, stop, 100.0)
 
-    absorbed = model.absorb_fill_rest(told)
+    absorbed = model.absorb_fill_rest(told, 94.5, at(2))
 
-    assert (absorbed.stop, absorbed.intents, absorbed.qty) == (None, (), 100)
-    assert absorbed.absorbed_fills == {stop.client_order_id: 100}
-    assert model.absorb_fill_rest(state) is state, "a live stop is no filled one"
+    (trade,) = absorbed.closed
+    assert (trade.exit_reason, trade.qty, trade.exit_price) == (ExitReason.STOP.value, 100, 94.5)
+    assert trade.exit_at == at(2)
+    new = absorbed.state
+    assert (new.is_flat, new.stop, new.intents) == (True, None, ())
+    assert new.absorbed_fills == {stop.client_order_id: 100}
+    assert not any(i.endswith(model.ABSENT) for i in new.applied), "no broker exec id"
+    assert model.absorb_fill_rest(state, 94.5, at(2)).state is state, "a live stop: no fill"
+
+
+def test_booking_the_rest_of_a_stop_smaller_than_the_position_leaves_a_partial_exit() -> None:
+    """Long 120 under a 100-share stop: 60 came, the 40 never did. Booked at 94.9, the
+    position is 20, with both parts among the trade's exits and its realized P&L."""
+    state, stop = _long_with_stop(120)
+    cid = stop.client_order_id
+    part = model.apply_fill(state, sell("s1", 60, 95.0, client_order_id=cid)).state
+    assert part.stop is not None
+    told = model.stop_filled(part, part.stop, 100.0)
+
+    absorbed = model.absorb_fill_rest(told, 94.9, at(1))
+
+    new = absorbed.state
+    assert absorbed.closed == ()
+    assert (new.qty, new.stop, new.intent(cid)) == (20, None, None)
+    assert [(f.qty, f.price) for f in new.exits] == [(60, 95.0), (40, 94.9)]
+    assert [p.reason for p in new.partials] == [ExitReason.STOP.value] * 2
+    entry = state.avg_price
+    assert new.trade_realized == pytest.approx((95.0 - entry) * 60 + (94.9 - entry) * 40)
+    assert new.absorbed_fills == {cid: 40}
+
+
+@pytest.mark.parametrize("price", [0.0, -1.0, math.nan, math.inf])
+def test_a_price_for_the_missing_rest_that_cannot_be_real_is_refused(price: float) -> None:
+    state, stop = _long_with_stop()
+    told = model.stop_filled(state, stop, 100.0)
+
+    with pytest.raises(model.BadInput):
+        model.absorb_fill_rest(told, price, at(1))
 
 
 def test_an_absorbed_execution_is_booked_without_moving_the_position() -> None:
@@ -370,9 +408,9 @@ def test_what_of_a_late_execution_is_past_what_was_absorbed_is_applied() -> None
 
 
 def test_only_the_latest_absorbed_orders_are_remembered() -> None:
-    state = position_state()
+    state = long_position(1000)
     for n in range(model.ABSORBED_KEPT + 2):
         stop = StopOrder(f"cid-{n}", Side.SELL, 95.0, 10, f"b-{n}", "filled")
-        state = model.absorb_fill_rest(msgspec.structs.replace(state, stop=stop))
+        state = model.absorb_fill_rest(msgspec.structs.replace(state, stop=stop), 95.0, at(1)).state
 
     assert list(state.absorbed_fills) == [f"cid-{n}" for n in range(2, model.ABSORBED_KEPT + 2)]

@@ -334,9 +334,11 @@ async def test_a_boot_that_cannot_replay_the_rest_of_a_filled_stop_past_zero_tru
     store: SqliteStore,
 ) -> None:
     """50 held under a 100-share stop that filled 60 + 40 (a flip to 50 short); killed
-    after the 60, and the venue's executions no longer hold the 40: the boot takes the
-    broker's 50 short, settles the stop as filled, and flags the short unprotected. It
-    places no stop at the old long stop's price (a buy stop at 95 for a short at 95)."""
+    after the 60, and the venue's executions no longer hold the 40: the boot books the
+    40 at the price the broker's record of the order gives, which makes the broker's 50
+    short @ 94.92 (no drift left), settles the stop as filled, and flags the short
+    unprotected. It places no stop at the old long stop's price (a buy stop at 95 for a
+    short at 95)."""
     venue, state, cid = await _world(store, 50.0, 100.0)
     alerts = CountingAlerts()
     first, _ = await _fill_at_the_venue(venue, 60.0, 40.0)
@@ -366,8 +368,9 @@ async def test_a_boot_that_cannot_replay_the_rest_of_a_filled_stop_past_zero_tru
         )
 
         assert isinstance(outcome, ReconcileOutcome)
-        assert (outcome.finding, outcome.unprotected) == ("drift", True)
+        assert (outcome.finding, outcome.unprotected, outcome.missing_fill) == ("ok", True, True)
         assert actor.state.qty == -50.0
+        assert actor.state.avg_price == pytest.approx(94.92)
         assert actor.state.stop is None
         assert actor.state.intent(cid) is None
         assert await store.pending_intents() == []

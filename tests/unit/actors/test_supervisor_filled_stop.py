@@ -238,18 +238,26 @@ async def test_the_heal_takes_the_brokers_qty_and_settles_the_filled_stop_with_a
     store: SqliteStore, mode: str
 ) -> None:
     """Long 120 under a 100-share stop (a resize that never got through): 60 here after
-    the 60, 20 at the broker. Past the wait (periodic) or at once, the heal takes the 20,
-    settles the stop as filled and says the 40 never arrived; a flatten then sends its
-    exit instead of waiting on the stop's fill for good."""
+    the 60, 20 at the broker. Past the wait (periodic) or at once, the heal books the
+    missing 40 as the stop's partial exit at the price the broker's record of the order
+    gives (so no drift is left to report), settles the stop as filled and says the 40
+    never arrived; a flatten then sends its exit instead of waiting on the stop's fill."""
     async with Supervisor(name="test") as sup:
-        world, _ = await _stopped_with_the_rest_missing(store, sup, 120.0)
+        world, rest = await _stopped_with_the_rest_missing(store, sup, 120.0)
         actor = world.actor
         cid = world.venue.orders[STOP_ID].client_order_id
 
         report = await world.heal(mode)
 
-        assert [(d.local_qty, d.broker_qty) for d in report.drifts] == [(60.0, 20.0)]
+        assert report.drifts == []
         assert actor.state.qty == 20.0
+        assert [(f.qty, f.price) for f in actor.state.exits] == [
+            (60.0, STOP_PRICE),
+            (40.0, pytest.approx(rest.price)),
+        ]
+        assert actor.state.trade_realized == pytest.approx(
+            (STOP_PRICE - ENTRY_PRICE) * 60.0 + (rest.price - ENTRY_PRICE) * 40.0
+        )
         stop = actor.state.stop
         assert stop is None or stop.client_order_id != cid, "the filled stop is settled"
         assert actor.state.intent(cid) is None
@@ -330,8 +338,8 @@ async def test_flat_at_the_broker_after_its_stop_filled_books_the_stops_trade(
         assert rest.price != STOP_PRICE
         assert trade.exit_price == pytest.approx(exit_price)
         assert trade.realized_pnl == pytest.approx((exit_price - ENTRY_PRICE) * 100.0)
-        (closed,) = [a.detail for a in report.actions if a.detail.startswith("closed by its stop")]
-        assert f"rest at {rest.price}, from the broker's average fill price" in closed
+        (settled,) = [a.detail for a in report.actions if a.action == "settled"]
+        assert f"booked at {rest.price} (from the broker's average fill price)" in settled
         assert (report.zombies, report.missing_fills) == ([], [SYMBOL])
         kinds = world.kinds(healed)
         assert "zombie" not in kinds
@@ -371,6 +379,6 @@ async def test_where_the_broker_cannot_price_the_missing_fill_it_is_estimated_an
         assert world.actor.state.is_flat
         (trade,) = await store.closed_trades()
         assert (trade.exit_reason, trade.qty, trade.exit_price) == ("stop", 100.0, STOP_PRICE)
-        (closed,) = [a.detail for a in report.actions if a.detail.startswith("closed by its stop")]
-        assert f"rest at {STOP_PRICE}, estimated" in closed
+        (settled,) = [a.detail for a in report.actions if a.action == "settled"]
+        assert f"booked at {STOP_PRICE} (estimated)" in settled
         assert report.missing_fills == [SYMBOL]
