@@ -2,9 +2,10 @@
 
 Start order is the recovery order of the design card: connect the broker (with
 retries; degraded if it stays down), open the account's store, load snapshots
-into actors (each ready before anything is routed to it), run boot recovery,
-then subscribe and route. Shutdown reverses it: stop routing, final
-checkpoint of every actor, close the broker, back up and close the store.
+into actors (each ready before anything is routed to it), subscribe to bars
+(they wait in the broker's stream), run boot recovery, then route. Shutdown
+reverses it: stop routing, final checkpoint of every actor, close the broker,
+back up and close the store.
 """
 
 from __future__ import annotations
@@ -278,8 +279,12 @@ class App:
                     await sup.shutdown()
                     return 1 if self.report.critical_issues else 0
                 if connected:
-                    await self._recover(supervisor, "boot")
+                    # Subscribed before the boot recovery refills the buffers: a bar
+                    # printed while it runs waits in the stream, routed once running
+                    # (a buffer drops what its refill already holds), instead of
+                    # being lost between the refill's read and the subscription.
                     await broker.subscribe(sorted(watch))
+                    await self._recover(supervisor, "boot")
                 else:
                     self._set_degraded(True, "broker unreachable at boot")
                     self._start_reconnect(broker)
@@ -444,13 +449,14 @@ class App:
         """
         delay = self.config.recovery.connect_backoff_s
         while True:
-            report = await self._recover(supervisor, "reconnect")
-            if report.broker_reachable:
-                try:
-                    await broker.subscribe(self.watch)
-                except BrokerError as exc:
-                    _log.warning("resubscribe after reconnect failed: %s", exc)
-                else:
+            try:
+                # Before the run refills the buffers, as at boot: no bar falls between.
+                await broker.subscribe(self.watch)
+            except BrokerError as exc:
+                _log.warning("resubscribe after reconnect failed: %s", exc)
+            else:
+                report = await self._recover(supervisor, "reconnect")
+                if report.broker_reachable:
                     self._set_degraded(False, "broker reconnected and reconciled")
                     return
             _log.warning("still degraded after reconnect; next reconciliation in %.2f s", delay)
