@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import math
 import random
 import re
 import shutil
@@ -73,12 +74,14 @@ class ChaosOptions:
     failpoint_wait_s: float = 20.0
     boot_timeout_s: float = 60.0
     checkpoint_s: float = 2.0
+    max_fill_qty: float | None = None  # the exchange fills orders and stops in parts
     trader_env: dict[str, str] = field(default_factory=dict)  # tests: a deliberately broken build
 
 
 class ChaosResult(msgspec.Struct, kw_only=True):
     seed: int
     kills: int
+    max_fill_qty: float | None = None
     targeted_kills: dict[str, int]
     restarts: int
     hand_actions: dict[str, int]
@@ -119,6 +122,7 @@ class _Campaign:
             symbols=WATCHLIST + ORPHANS,
             key=_KEY,
             secret=_SECRET,
+            max_fill_qty=opts.max_fill_qty,
         )
         self.profile = workdir / "trader.toml"
         self.trader = TraderProcess(workdir, self.profile, _KEY, _SECRET)
@@ -126,6 +130,7 @@ class _Campaign:
         self.result = ChaosResult(
             seed=opts.seed,
             kills=0,
+            max_fill_qty=opts.max_fill_qty,
             targeted_kills=dict.fromkeys(FAILPOINTS, 0),
             restarts=0,
             hand_actions=dict.fromkeys(HAND_ACTIONS, 0),
@@ -384,6 +389,9 @@ def run_campaign(opts: ChaosOptions, progress: Progress | None = None) -> ChaosR
     """Run one campaign; raise ``ChaosError`` when the world cannot be set up."""
     if opts.kills < 1:
         raise ChaosError("--kills must be at least 1")
+    chunk = opts.max_fill_qty
+    if chunk is not None and not (math.isfinite(chunk) and chunk > 0):
+        raise ChaosError(f"--max-fill-qty must be a positive number of shares, not {chunk!r}")
     keep_on_failure = opts.workdir is None and not opts.keep
     with _workdir(opts) as workdir:
         result = _Campaign(opts, workdir, progress or (lambda _n, _s: None)).run()
@@ -401,6 +409,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1, help="seeds every choice of the campaign")
     p.add_argument("--broker", choices=("alpaca",), default="alpaca", help="the exchange's API")
     p.add_argument("--speed", type=float, default=600.0, help="market seconds per real second")
+    p.add_argument(
+        "--max-fill-qty",
+        type=float,
+        default=None,
+        help="the exchange fills orders and triggered stops in parts of at most this many "
+        "shares, one part a bar (default: whole)",
+    )
     p.add_argument("--json", action="store_true", help="print the result object as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON result to FILE")
     p.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
@@ -410,7 +425,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``stalwart chaos``; exit 0 only when every violation count is 0."""
     opts = ChaosOptions(
-        kills=args.kills, seed=args.seed, speed=args.speed, workdir=args.workdir, keep=args.keep
+        kills=args.kills,
+        seed=args.seed,
+        speed=args.speed,
+        workdir=args.workdir,
+        keep=args.keep,
+        max_fill_qty=args.max_fill_qty,
     )
     try:
         result = _run_with_progress(opts, live=sys.stderr.isatty() and not args.json)

@@ -49,11 +49,20 @@ class ExchangeProcess:
     """``stalwart exchange`` on a free loopback port; restartable on the same book."""
 
     def __init__(
-        self, workdir: Path, *, speed: float, seed: int, symbols: list[str], key: str, secret: str
+        self,
+        workdir: Path,
+        *,
+        speed: float,
+        seed: int,
+        symbols: list[str],
+        key: str,
+        secret: str,
+        max_fill_qty: float | None = None,
     ) -> None:
         self.book = workdir / "exchange.book"
         self.log_path = workdir / "exchange.log"
         self.speed, self.seed, self.symbols = speed, seed, symbols
+        self.max_fill_qty = max_fill_qty
         self.key, self.secret = key, secret
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
@@ -66,6 +75,8 @@ class ExchangeProcess:
         args = [*STALWART, "exchange", "--alpaca-port", str(self.port), "--state", str(self.book)]
         args += ["--speed", str(self.speed), "--seed", str(self.seed)]
         args += ["--symbols", ",".join(self.symbols)]
+        if self.max_fill_qty is not None:
+            args += ["--max-fill-qty", str(self.max_fill_qty)]
         env = {**os.environ, "APCA_API_KEY_ID": self.key, "APCA_API_SECRET_KEY": self.secret}
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen(

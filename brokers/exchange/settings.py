@@ -40,6 +40,7 @@ class ExchangeSettings(msgspec.Struct, frozen=True, kw_only=True):
     start_cash: float = 100_000.0
     latency_ms: float = 0.0
     account_id: str = "SIM-PAPER"
+    max_fill_qty: float | None = None  # orders and triggered stops fill in parts of this many
 
     def venue_config(self) -> SimConfig:
         """Return the sim venue configuration of the exchange's book (raises ``ValueError``)."""
@@ -56,6 +57,7 @@ class ExchangeSettings(msgspec.Struct, frozen=True, kw_only=True):
             start_price=self.start_price,
             latency_ms=self.latency_ms,
             account_id=self.account_id,
+            max_fill_qty=self.max_fill_qty,
             retain_days=3650,  # the account's cash is computed from every execution it keeps
         )
 
@@ -74,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bar length of a fresh book in s, a divisor of 60 (60: minute bars, 5: 5-second)",
     )
     parser.add_argument("--symbols", default=_DEFAULT_SYMBOLS, help="listed symbols A,B,...")
+    parser.add_argument(
+        "--max-fill-qty",
+        type=float,
+        default=None,
+        help="fill market orders and triggered stops in parts of at most this many shares, "
+        "one more part each bar (default: whole)",
+    )
     parser.add_argument("--key", help="API key id (default: $APCA_API_KEY_ID)")
     parser.add_argument("--secret", help="API secret (default: $APCA_API_SECRET_KEY)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -96,6 +105,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         speed=args.speed,
         bar_seconds=args.bar_seconds,
         symbols=symbols,
+        max_fill_qty=args.max_fill_qty,
     )
     settings.venue_config()
     return settings

@@ -10,13 +10,18 @@ acknowledge fills without committing their execution rows.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from runtime.chaos import ChaosOptions, run_campaign
 from runtime.chaos_checks import VIOLATIONS
+from runtime.chaos_world import ChaosError
 from runtime.failpoint import FAILPOINTS
 
 _BROKEN = '''
@@ -46,6 +51,33 @@ def test_a_campaign_of_25_kills_loses_and_doubles_nothing(tmp_path: Path) -> Non
     assert {name: getattr(result, name) for name in VIOLATIONS} == dict.fromkeys(VIOLATIONS, 0), (
         result.violations
     )
+
+
+def test_a_campaign_with_fills_in_parts_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    """The exchange fills entries and triggered stops 40 shares a bar (100-share orders):
+    kills land between the parts of a fill, and every invariant still holds."""
+    result = run_campaign(
+        ChaosOptions(kills=8, seed=7, workdir=tmp_path / "chaos", max_fill_qty=40.0)
+    )
+
+    assert (result.kills, result.max_fill_qty) == (8, 40.0)
+    assert result.checks >= 6
+    assert {name: getattr(result, name) for name in VIOLATIONS} == dict.fromkeys(VIOLATIONS, 0), (
+        result.violations
+    )
+    (store,) = (tmp_path / "chaos" / "state").glob("*.db")
+    with contextlib.closing(sqlite3.connect(store)) as conn:
+        sizes = {qty for (qty,) in conn.execute("SELECT qty FROM executions")}
+    assert 40.0 in sizes, f"no fill came in parts: {sizes}"
+
+
+def test_a_part_size_that_is_not_a_positive_number_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ChaosError, match="--max-fill-qty must be a positive number"):
+        run_campaign(ChaosOptions(kills=1, workdir=tmp_path / "chaos", max_fill_qty=0.0))
+
+    assert not (tmp_path / "chaos").exists()
 
 
 def test_the_harness_catches_a_build_that_acks_fills_before_storing_them(tmp_path: Path) -> None:
