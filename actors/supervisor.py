@@ -158,30 +158,40 @@ class SupervisorActor(Actor[RunRecovery]):
         t0 = self.wall.monotonic()
         critical: list[str] = []
         try:
-            positions, orders, executions = await self._fetch_truth()
-            positions, orders = _only(positions, symbols), _only(orders, symbols)
-            executions = _only(executions, symbols)
+            positions, orders, executions = await self._fetch_truth(symbols)
+            unseen = await self._unseen(executions)
+            if dry_run:
+                replay = _Replay(replayed=sum(map(self._ours, unseen)))
+            else:
+                # A periodic run leaves hand trades to the stream and to its confirmation
+                # rule (they may be racing the stream); boot, reconnect and manual book them.
+                hands = mode != "periodic"
+                replay = await self._replay(unseen, critical, hands)
+                fresh = replay.applied
+                for _ in range(_CONSISTENT_READS):
+                    if not fresh:
+                        break
+                    # The replay moved or canceled stops at the broker: plan on what rests
+                    # now, read as consistently as before. A fill that landed meanwhile
+                    # is in the positions read now, so it is replayed too: healed over
+                    # instead, it would count twice when its execution streams in.
+                    positions, orders, executions = await self._fetch_truth(symbols)
+                    known = {ex.exec_id for ex in unseen}
+                    more = [ex for ex in await self._unseen(executions) if ex.exec_id not in known]
+                    unseen = sorted(unseen + more, key=lambda e: (e.ts, e.exec_id))
+                    again = await self._replay(more, critical, hands)
+                    replay.merge(again)
+                    fresh = again.applied
+                if fresh:
+                    raise BrokerError("fills kept landing at the broker while they were replayed")
         except BrokerError as exc:
             critical.append(f"broker unreachable: {exc}")
             report = self._report(mode, dry_run, started, t0, [], 0, critical, reachable=False)
             await self._publish(report)
             return report
         verify = self.reports_positions
-        unseen = await self._unseen(executions)
         ours = [ex for ex in unseen if self._ours(ex)]
-        foreign = [ex for ex in unseen if not self._ours(ex)]
-        if dry_run:
-            replay = _Replay(replayed=len(ours))
-        else:
-            # A periodic run leaves hand trades to the stream and to its confirmation
-            # rule (they may be racing the stream); boot, reconnect and manual books them.
-            hands = mode != "periodic"
-            replay = await self._replay(unseen, {ex.exec_id for ex in ours}, critical, hands)
-            foreign = [ex for ex in foreign if ex.exec_id not in replay.applied]
-            if replay.applied:
-                # The replay moved or canceled stops at the broker: plan on what rests now.
-                positions, orders = await self._truth()
-                positions, orders = _only(positions, symbols), _only(orders, symbols)
+        foreign = [ex for ex in unseen if not self._ours(ex) and ex.exec_id not in replay.applied]
         by_symbol = {p.symbol: p for p in positions if p.qty != 0}
         for symbol in sorted(set(by_symbol) - set(self.actors)):
             if dry_run:
@@ -240,20 +250,24 @@ class SupervisorActor(Actor[RunRecovery]):
         await self._publish(report)
         return report
 
-    async def _fetch_truth(self) -> tuple[list[BrokerPosition], list[Order], list[Execution]]:
+    async def _fetch_truth(
+        self, symbols: tuple[str, ...]
+    ) -> tuple[list[BrokerPosition], list[Order], list[Execution]]:
         """Fetch positions, open orders and executions that agree with each other.
 
         The three are separate requests; a fill landing between them would make
         the executions say one thing and the positions another, and boot heals
         at once. So positions and orders are read again after the executions,
-        and the whole read is repeated until the two reads agree.
+        and the whole read is repeated until the two reads agree. Only the
+        truth of ``symbols`` is returned (all of it when empty).
         """
         positions, orders = await self._truth()
         for _ in range(_CONSISTENT_READS):
             executions = await self._executions_since(self._since())
             again, orders_again = await self._truth()
             if _same(positions, again) and _same(orders, orders_again):
-                return again, orders_again, executions
+                executions = _only(executions, symbols)
+                return _only(again, symbols), _only(orders_again, symbols), executions
             positions, orders = again, orders_again
         raise BrokerError("broker truth kept changing while it was read")
 
@@ -302,7 +316,7 @@ class SupervisorActor(Actor[RunRecovery]):
         return ex.client_order_id.startswith(own_prefix(self.account, ex.symbol))
 
     async def _replay(
-        self, executions: list[Execution], ours: set[str], critical: list[str], hands: bool
+        self, executions: list[Execution], critical: list[str], hands: bool
     ) -> _Replay:
         """Apply the executions the store has not seen, oldest first, through their actors.
 
@@ -315,6 +329,7 @@ class SupervisorActor(Actor[RunRecovery]):
         Hand trades are skipped altogether unless ``hands``.
         """
         replay = _Replay()
+        ours = {ex.exec_id for ex in executions if self._ours(ex)}  # before any is applied
         for ex in executions:
             own = ex.exec_id in ours
             actor = self.actors.get(ex.symbol)
@@ -335,10 +350,7 @@ class SupervisorActor(Actor[RunRecovery]):
                 replay.applied.add(ex.exec_id)
                 replay.replayed += own
                 if ack.external is not None:
-                    replay.before.setdefault(ex.symbol, held)
-                    found = replay.external.get(ex.symbol)
-                    if found is None or EXTERNAL_RANK[ack.external] > EXTERNAL_RANK[found]:
-                        replay.external[ex.symbol] = ack.external
+                    replay.note(ex.symbol, ack.external, held)
         return replay
 
     def _fill_overdue(self, mode: str, actor: PositionActor) -> bool:
@@ -554,3 +566,17 @@ class _Replay:
     applied: set[str] = field(default_factory=set)
     external: dict[str, str] = field(default_factory=dict)  # the gravest per symbol
     before: dict[str, tuple[float, float]] = field(default_factory=dict)  # (qty, avg) before
+
+    def note(self, symbol: str, kind: str, held: tuple[float, float]) -> None:
+        """Record a hand trade of ``kind`` found in ``symbol``, held ``held`` before it."""
+        self.before.setdefault(symbol, held)
+        found = self.external.get(symbol)
+        if found is None or EXTERNAL_RANK[kind] > EXTERNAL_RANK[found]:
+            self.external[symbol] = kind
+
+    def merge(self, later: _Replay) -> None:
+        """Add what a later replay of the same run did (its own executions)."""
+        self.replayed += later.replayed
+        self.applied |= later.applied
+        for symbol, kind in later.external.items():
+            self.note(symbol, kind, later.before[symbol])

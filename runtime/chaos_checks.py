@@ -162,9 +162,24 @@ def _reductions_since_open(executions: list[dict[str, Any]], symbol: str) -> int
     return reductions
 
 
-def _has_stop(orders: list[dict[str, Any]], symbol: str, qty: float) -> bool:
+def _is_covered(orders: list[dict[str, Any]], symbol: str, qty: float) -> bool:
+    """Return whether ``qty`` of ``symbol`` is on its way out at the exchange.
+
+    A stop on the closing side; or, with none, exits of the trader's own working
+    for all of it: a market exit that fills in parts rests with no stop beside
+    it (the stop was canceled for it; both would oversell).
+    """
     side = "sell" if qty > 0 else "buy"
-    return any(o["symbol"] == symbol and o["type"] == "stop" and o["side"] == side for o in orders)
+    closing = [o for o in orders if o["symbol"] == symbol and o["side"] == side]
+    if any(o["type"] == "stop" for o in closing):
+        return True
+    working = sum(
+        float(o["qty"]) - float(o.get("filled_qty") or 0.0)
+        for o in closing
+        if str(o.get("client_order_id", "")).startswith("sw-")
+        and not _ENTRY.match(str(o["client_order_id"]))
+    )
+    return working >= abs(qty) - _EPS
 
 
 def check(
@@ -207,7 +222,7 @@ def check(
             out.add("qty_mismatches", f"{symbol}: trader {here}, exchange {there}")
 
     for symbol, qty in sorted(ours.items()):
-        if not _has_stop(truth.open_orders, symbol, qty) and symbol not in unprotected_alerts:
+        if not _is_covered(truth.open_orders, symbol, qty) and symbol not in unprotected_alerts:
             out.add("silent_unprotected", f"{symbol}: {qty} open, no stop, no unprotected alert")
         held = books.states[symbol]
         expected = _reductions_since_open(truth.executions, symbol)

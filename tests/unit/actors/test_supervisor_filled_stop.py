@@ -382,3 +382,69 @@ async def test_where_the_broker_cannot_price_the_missing_fill_it_is_estimated_an
         (settled,) = [a.detail for a in report.actions if a.action == "settled"]
         assert f"booked at {STOP_PRICE} (estimated)" in settled
         assert report.missing_fills == [SYMBOL]
+
+
+class _FillsDuringTheReplay(World):
+    """A world whose stop fills its last part while the boot replay runs: after the first
+    (consistent) read of the broker's truth, before the reads that follow the replay."""
+
+    def __init__(self, store: SqliteStore, venue: TruthVenue, state: PositionState) -> None:
+        super().__init__(store, venue, state)
+        self.reads = 0
+        self.late: list[Execution] = []
+
+    async def _truth(self) -> tuple[list[BrokerPosition], list[Order]]:
+        self.reads += 1
+        if self.reads == 3:  # two reads agreed; the replay ran; this is the re-read
+            self.late.append(await self.venue.fill_resting(STOP_ID, 60.0, STOP_PRICE - 0.2))
+        return await super()._truth()
+
+
+@pytest.mark.parametrize("mode", ["boot", "reconnect"])
+async def test_a_fill_landing_while_the_replay_runs_is_replayed_not_healed_and_counted_again(
+    store: SqliteStore, mode: str
+) -> None:
+    """Killed long 100 under a 100-share stop; while down the stop filled 40. The run
+    replays the 40 (60 left); while it does, the stop fills its last 60 and the broker
+    goes flat, that execution still in the stream (routed after the run). The run's
+    re-read of the broker (the replay moved the stop) sees it: it is replayed too, so
+    the heal finds nothing to override, the trade is the stop's, and the execution,
+    streamed afterwards, is a duplicate. Before, the re-read's flat position was healed
+    as a zombie (CLOSED_EXTERNALLY at the 40's price) and the streamed 60 then opened
+    an orphan short of 60 that the broker never held."""
+    async with Supervisor(name="test") as sup:
+        state, resting = held_under_stop(100.0, 100.0)
+        intent = state.intent(resting.client_order_id)
+        assert intent is not None
+        await store.commit([PutIntent(intent_row(SYMBOL, intent))])
+        venue = TruthVenue()
+        venue.market_time = START
+        venue.orders[STOP_ID] = resting
+        venue.by_client[resting.client_order_id] = STOP_ID
+        venue.positions_by_symbol[SYMBOL] = 100.0
+        venue.last[SYMBOL] = STOP_PRICE
+        world = _FillsDuringTheReplay(store, venue, state)
+        actor = world.actor
+        await sup.start(actor)
+        first = await venue.fill_resting(STOP_ID, 40.0, STOP_PRICE)
+
+        report = await world.run(mode)
+
+        (late,) = world.late
+        assert venue.positions_by_symbol[SYMBOL] == 0.0
+        assert actor.state.is_flat
+        assert report.replayed_fills == 2
+        assert (report.zombies, report.orphans, report.drifts) == ([], [], [])
+        (trade,) = await store.closed_trades()
+        assert (trade.exit_reason, trade.qty) == ("stop", 100.0)
+        assert trade.exit_price == pytest.approx((40.0 * first.price + 60.0 * late.price) / 100)
+        stored = [e.exec_id for e in await store.executions()]
+        assert (stored.count(first.exec_id), stored.count(late.exec_id)) == (1, 1)
+
+        streamed = await actor.ask(OnExecution(late))
+
+        assert isinstance(streamed, FillAck)
+        assert not streamed.applied
+        assert actor.state.is_flat
+        assert not HAND_TRADE_ALERTS & set(world.kinds())
+        assert (await world.run("periodic")).actions == []

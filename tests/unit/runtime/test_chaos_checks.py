@@ -81,6 +81,35 @@ def test_an_open_position_without_a_stop_needs_an_unprotected_alert() -> None:
     assert _run(naked, books, frozenset({"AAPL"}))["silent_unprotected"] == 0
 
 
+def _market(cid: str, side: str, qty: float, filled: float) -> dict[str, Any]:
+    return {
+        "symbol": "AAPL",
+        "type": "market",
+        "side": side,
+        "qty": str(qty),
+        "filled_qty": str(filled),
+        "client_order_id": cid,
+    }
+
+
+def test_an_exit_of_ours_working_for_the_whole_position_covers_it_without_a_stop() -> None:
+    """The stop canceled for a market exit that fills in parts: 20 of the 100 left, the
+    exit working for them. Not covered: the exit working for less than what is held, a
+    hand order, or an entry (it adds, and buys would not close a long anyway)."""
+    truth, books = _world(states={"AAPL": _state(qty=20.0)})
+    exiting = "sw-abc123-AAPL-260105-1-exit7"
+
+    def silent(*orders: dict[str, Any]) -> int:
+        world = Truth(truth.executions, {"AAPL": 20.0}, list(orders))
+        return _run(world, books)["silent_unprotected"]
+
+    assert silent(_market(exiting, "sell", 100.0, 80.0)) == 0
+    assert silent(_market(exiting, "sell", 100.0, 90.0)) == 1
+    assert silent(_market("hand-1", "sell", 100.0, 80.0)) == 1
+    assert silent(_market("sw-abc123-AAPL-260105-2-entry", "sell", 20.0, 0.0)) == 1
+    assert silent(_market(exiting, "buy", 100.0, 80.0)) == 1
+
+
 def test_partials_must_match_reducing_executions() -> None:
     execs = [_ex(1, "buy", 100, 10.0), _ex(2, "sell", 50, 11.0, "sw-abc123-AAPL-260105-1-part")]
     truth = Truth(execs, {"AAPL": 50.0}, [_stop(50)])
