@@ -20,19 +20,29 @@ exactly once.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Sequence
-from datetime import date, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from actors import model
+from actors.findings import (
+    EXTERNAL_RANK,
+    assumed_position,
+    external_kind,
+    label_external,
+    latest_execution,
+    own_prefix,
+    replays_hand_trade,
+)
+from actors.findings import signature as finding_signature
 from actors.messages import Reconcile, ReconcileOutcome
+from actors.missing_fill import absorb_fill_rest
 from actors.orders import stop_intent_writes
-from actors.reconcile import Finding, SymbolPlan, plan_symbol
+from actors.reconcile import Finding, plan_symbol
 from actors.state import IntentKind, Mode, PositionState, StopOrder
-from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderStatus
+from brokers.base import BrokerError, Execution, Order, OrderStatus
 from persistence.protocol import (
     PutClosedTrade,
     PutExecution,
@@ -44,35 +54,9 @@ from runtime.alerts import Severity
 if TYPE_CHECKING:
     from actors.position import PositionActor
 
-__all__ = ["discrepancy", "heal_symbol", "own_prefix"]
+__all__ = ["heal_symbol"]
 
 _log = logging.getLogger(__name__)
-
-
-def own_prefix(account: str, symbol: str) -> str:
-    """Return how every client order id this trader sends for ``symbol`` begins."""
-    sample = model.client_order_id(account, symbol, date(2000, 1, 1), 0, "x")
-    return sample[: sample.index(f"-{symbol}-") + len(symbol) + 2]
-
-
-def _signature(plan: SymbolPlan) -> str | None:
-    if plan.finding is Finding.OK and not plan.unprotected:
-        return None
-    return (
-        f"{plan.finding.value} local {plan.local_qty} @ {plan.local_avg} broker "
-        f"{plan.broker_qty} @ {plan.broker_avg}" + (" unprotected" if plan.unprotected else "")
-    )
-
-
-def discrepancy(
-    state: PositionState,
-    position: BrokerPosition | None,
-    orders: Sequence[Order],
-    *,
-    verify: bool = True,
-) -> str | None:
-    """Return what differs between ``state`` and the broker, as a comparable text, or None."""
-    return _signature(plan_symbol(state, position if verify else _assumed(state), orders))
 
 
 def _fold(
@@ -105,69 +89,12 @@ def _fold(
     return state, external, held
 
 
-def replays_hand_trade(state: PositionState, ex: Execution) -> bool:
-    """Return whether a replay applies hand trade ``ex`` as a fill: only against the side
-    ``state`` holds (it reduces, closes or flips); one that opens or adds is the plan's.
-    """
-    return state.qty * ex.side.sign < 0
-
-
-# Which hand trade a symbol's report names when a replay met several.
-EXTERNAL_RANK = {"reduced": 0, "closed": 1, "opened": 2}
-
-
-def external_kind(before: PositionState, applied: model.Applied, ex: Execution) -> str | None:
-    """Return what a fill of an order unknown to ``before`` did, or None for a known order.
-
-    ``opened``: it opened (or, crossing zero, flipped) a position; ``closed``: it
-    closed the one held; ``reduced``: it took part of it.
-    """
-    if before.intent(ex.client_order_id) is not None:
-        return None
-    if not applied.state.is_flat and (before.is_flat or applied.closed):
-        return "opened"
-    if applied.closed:
-        return "closed"
-    if applied.partial is not None:
-        return "reduced"
-    return None
-
-
-def label_external(
-    outcome: ReconcileOutcome, external: str | None, held: tuple[float, float] | None
-) -> ReconcileOutcome:
-    """Report a replayed hand trade as what it was: orphan, drift (a partial) or zombie.
-
-    ``held``: the (qty, avg price) held here before the first hand trade; a
-    drift reports it as the local side (what the hand trade changed).
-    """
-    if external is None or outcome.finding != "ok":
-        return outcome
-    finding = {"opened": "orphan", "reduced": "drift"}.get(external, "zombie")
-    action = f"replayed external fill ({external})"
-    local_qty, local_avg = outcome.local_qty, outcome.local_avg
-    if external == "reduced" and held is not None:
-        local_qty, local_avg = held
-    return msgspec.structs.replace(
-        outcome,
-        finding=finding,
-        local_qty=local_qty,
-        local_avg=local_avg,
-        actions=(*outcome.actions, action),
-    )
-
-
-def _latest(executions: Iterable[Execution]) -> Execution | None:
-    """Return the latest of ``executions`` (by time, then id), None when there is none."""
-    return max(executions, key=lambda ex: (ex.ts, ex.exec_id), default=None)
-
-
 def _last_exit(state: PositionState, executions: Sequence[Execution]) -> Execution | None:
     """Return the latest execution that reduced ``state``'s side since it opened."""
     side = state.side
     if side is None:
         return None
-    return _latest(
+    return latest_execution(
         ex
         for ex in executions
         if ex.side is side.opposite and (state.opened_at is None or ex.ts >= state.opened_at)
@@ -181,7 +108,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     )
     # A broker that reports no positions cannot contradict ours: take them as they
     # are (its orders still tell whether the stop rests), but they stay unverified.
-    position = msg.position if msg.verify else _assumed(state)
+    position = msg.position if msg.verify else assumed_position(state)
     plan = plan_symbol(state, position, msg.open_orders)
     unverified = not msg.verify and not state.is_flat and not actor.is_confirmed(state)
     outcome = ReconcileOutcome(
@@ -197,7 +124,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     if msg.dry_run:
         return label_external(outcome, external, held)
     _set_unverified(actor, unverified)
-    signature = _signature(plan)
+    signature = finding_signature(plan)
     if not msg.heal or (msg.mode == "periodic" and signature != msg.signature):
         # Seen, not confirmed (or changed since the supervisor looked): heal nothing.
         _log.info("%s: %s; not healed until confirmed", actor.symbol, signature)
@@ -214,7 +141,7 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     seen = plan  # what the broker's truth said of the symbol before any of it was healed
     absorbed: StopOrder | None = None  # our stop, filled at the venue, its rest booked
     if msg.verify and (msg.mode != "periodic" or msg.fill_overdue):
-        state, absorbed = await _absorb_fill_rest(actor, state, msg, writes, actions)
+        state, absorbed = await absorb_fill_rest(actor, state, msg, writes, actions)
         if absorbed is not None:
             # What the missing part explains is healed: only the rest is a finding.
             plan = plan_symbol(state, position, msg.open_orders)
@@ -326,82 +253,6 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
     return msgspec.structs.replace(
         outcome, actions=tuple(actions), missing_fill=absorbed is not None
     )
-
-
-async def _absorb_fill_rest(
-    actor: PositionActor,
-    state: PositionState,
-    msg: Reconcile,
-    writes: list[Write],
-    actions: list[str],
-) -> tuple[PositionState, StopOrder | None]:
-    """Settle a stop the venue said filled whose executions never all arrived.
-
-    The broker's quantity, which the heal takes, holds the venue's whole fill.
-    What of it never came is booked as one fill of the stop, priced from the
-    broker's record of the order where it can tell (``_missing_fill_price``),
-    so the trade's record holds it; the stop and its intent settle as filled,
-    and the executions still to come, if they come, are booked without moving
-    the position again (``model.absorb_fill_rest``). Loudly: the alert says
-    what is missing. Return the state and the stop settled (None when there
-    was none).
-    """
-    stop = state.stop
-    if stop is None or not stop.filled_at_venue:
-        return state, None
-    cid = stop.client_order_id
-    came = [ex for ex in msg.executions if ex.client_order_id == cid]
-    last = _latest(came)
-    price, source = await _missing_fill_price(actor, stop, came)
-    applied = model.absorb_fill_rest(
-        state, price, last.ts if last is not None else actor.ctx.clock.now()
-    )
-    if state.intent(cid) is not None:
-        writes.append(ResolveIntent(cid, "filled", stop.order_id))
-    writes.extend(PutClosedTrade(trade) for trade in applied.closed)
-    broker_qty = msg.position.qty if msg.position is not None else 0.0
-    actions.append(
-        f"settled filled stop {cid}: {stop.qty} of its fill never arrived, booked at {price} "
-        f"({source}); position {applied.state.qty}, broker {broker_qty}"
-    )
-    actor._alert(
-        "missing_fill",
-        Severity.WARNING,
-        f"stop {cid} filled at the broker but {stop.qty} of its {stop.order_qty} never arrived "
-        f"as executions: booked at {price} ({source}); those executions, if they come, are "
-        "booked without moving the position",
-    )
-    return applied.state, stop
-
-
-async def _missing_fill_price(
-    actor: PositionActor, stop: StopOrder, came: Sequence[Execution]
-) -> tuple[float, str]:
-    """Return the price of what of ``stop``'s fill never arrived, and where it came from.
-
-    The broker's order knows the fill's total and average price: what of it the
-    executions that came (``came``) do not account for is the missing part's
-    value. Where the broker cannot tell (unreachable, no average, a total that
-    does not cover what came, a price that is not one), the estimate: the price
-    of the last execution that came, else the stop's price.
-    """
-    missing = stop.qty
-    try:
-        order = await actor.ctx.broker.order_by_client_id(stop.client_order_id)
-    except BrokerError as exc:
-        _log.warning("%s: stop %s not read back: %s", actor.symbol, stop.client_order_id, exc)
-        order = None
-    if order is not None and order.avg_fill_price is not None and missing > 0:
-        came_qty = math.fsum(ex.qty for ex in came)
-        if abs(order.filled_qty - (came_qty + missing)) < 1e-9:
-            value = order.avg_fill_price * order.filled_qty - math.fsum(
-                ex.price * ex.qty for ex in came
-            )
-            price = round(value / missing, 9)
-            if 0.0 < price < math.inf:
-                return price, "from the broker's average fill price"
-    last = _latest(came)
-    return (last.price if last is not None else stop.price), "estimated"
 
 
 def _stop_price(state: PositionState) -> float | None:
@@ -520,12 +371,6 @@ async def _protect(actor: PositionActor, msg: Reconcile, price: float | None) ->
         + ("" if order is not None else " (send failed; pending)"),
     )
     return [f"stop restored @ {price}"]
-
-
-def _assumed(state: PositionState) -> BrokerPosition | None:
-    if state.is_flat:
-        return None
-    return BrokerPosition(symbol=state.symbol, qty=state.qty, avg_price=state.avg_price)
 
 
 def _set_unverified(actor: PositionActor, unverified: bool) -> None:

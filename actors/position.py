@@ -22,7 +22,8 @@ import msgspec
 from actors import model
 from actors.bars import BarRing
 from actors.days import TradingDay, session_start, trading_day_of
-from actors.heal import external_kind, heal_symbol
+from actors.findings import external_kind
+from actors.heal import heal_symbol
 from actors.messages import (
     Checkpoint,
     Confirm,

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import msgspec
 
-from actors.heal import (
+from actors.findings import (
     EXTERNAL_RANK,
     discrepancy,
     label_external,

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors.heal import own_prefix
+from actors.findings import own_prefix
 from actors.state import ExitReason, Mode, Origin
 from brokers.base import OrderRequest, OrderType, Side
 from brokers.sim import read_book
