@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,25 +39,20 @@ from actors.findings import (
 )
 from actors.messages import FillAck, OnExecution, Reconcile, ReconcileOutcome
 from actors.position import PositionActor
+from actors.report import RecoveryReport, build_report
 from actors.state import IntentKind
+from actors.truth import CONSISTENT_READS, read_truth
 from brokers.base import BrokerError, BrokerPosition, Execution, Order
 from persistence.protocol import PutReport, ReportRow, Store
 from runtime.actor import Actor
 from runtime.alerts import Alert, AlertSink, Severity
 from runtime.clock import Clock
 
-__all__ = [
-    "ActionRecord",
-    "Drift",
-    "RecoveryReport",
-    "RunRecovery",
-    "SupervisorActor",
-]
+__all__ = ["RunRecovery", "SupervisorActor"]
 
 _log = logging.getLogger(__name__)
 _ORDER_QUIET_S = 5.0
 _FILL_WAIT_S = 120.0  # how long a periodic run waits for a filled stop's executions
-_CONSISTENT_READS = 3
 _ASK_WINDOW = 256  # symbols reconciled at once
 
 
@@ -66,38 +60,6 @@ class RunRecovery(msgspec.Struct, frozen=True, tag=True):
     mode: str  # boot, reconnect, periodic, manual, restart
     dry_run: bool = False
     symbols: tuple[str, ...] = ()  # only these (a restarted actor's); empty: all
-
-
-class Drift(msgspec.Struct, frozen=True):
-    symbol: str
-    local_qty: float
-    broker_qty: float
-    local_avg: float
-    broker_avg: float
-
-
-class ActionRecord(msgspec.Struct, frozen=True):
-    symbol: str
-    action: str
-    detail: str
-
-
-class RecoveryReport(msgspec.Struct, frozen=True, kw_only=True):
-    mode: str
-    dry_run: bool
-    started_at: datetime
-    duration_s: float
-    zombies: list[str]
-    orphans: list[str]
-    drifts: list[Drift]
-    unprotected: list[str]
-    # Symbols whose stop the broker filled while some of its executions never came:
-    # the position was taken from the broker and the trade booked as the stop's.
-    missing_fills: list[str] = []
-    replayed_fills: int
-    actions: list[ActionRecord]
-    critical_issues: list[str]
-    broker_reachable: bool
 
 
 ActorFactory = Callable[[str], Awaitable[PositionActor]]
@@ -168,7 +130,7 @@ class SupervisorActor(Actor[RunRecovery]):
                 hands = mode != "periodic"
                 replay = await self._replay(unseen, critical, hands)
                 fresh = replay.applied
-                for _ in range(_CONSISTENT_READS):
+                for _ in range(CONSISTENT_READS):
                     if not fresh:
                         break
                     # The replay moved or canceled stops at the broker: plan on what rests
@@ -186,7 +148,10 @@ class SupervisorActor(Actor[RunRecovery]):
                     raise BrokerError("fills kept landing at the broker while they were replayed")
         except BrokerError as exc:
             critical.append(f"broker unreachable: {exc}")
-            report = self._report(mode, dry_run, started, t0, [], 0, critical, reachable=False)
+            took = round(self.wall.monotonic() - t0, 6)
+            report = build_report(
+                mode, dry_run, started, [], 0, critical, False, duration_s=took, fill_waits=set()
+            )
             await self._publish(report)
             return report
         verify = self.reports_positions
@@ -246,30 +211,25 @@ class SupervisorActor(Actor[RunRecovery]):
                 label_external(answer, replay.external.get(symbol), replay.before.get(symbol))
             )
         outcomes.sort(key=lambda o: o.symbol)
-        report = self._report(mode, dry_run, started, t0, outcomes, replay.replayed, critical, True)
+        report = build_report(
+            mode,
+            dry_run,
+            started,
+            outcomes,
+            replay.replayed,
+            critical,
+            True,
+            duration_s=round(self.wall.monotonic() - t0, 6),
+            fill_waits=self._fill_waits,
+        )
         await self._publish(report)
         return report
 
     async def _fetch_truth(
         self, symbols: tuple[str, ...]
     ) -> tuple[list[BrokerPosition], list[Order], list[Execution]]:
-        """Fetch positions, open orders and executions that agree with each other.
-
-        The three are separate requests; a fill landing between them would make
-        the executions say one thing and the positions another, and boot heals
-        at once. So positions and orders are read again after the executions,
-        and the whole read is repeated until the two reads agree. Only the
-        truth of ``symbols`` is returned (all of it when empty).
-        """
-        positions, orders = await self._truth()
-        for _ in range(_CONSISTENT_READS):
-            executions = await self._executions_since(self._since())
-            again, orders_again = await self._truth()
-            if _same(positions, again) and _same(orders, orders_again):
-                executions = _only(executions, symbols)
-                return _only(again, symbols), _only(orders_again, symbols), executions
-            positions, orders = again, orders_again
-        raise BrokerError("broker truth kept changing while it was read")
+        """Read the broker's truth of ``symbols`` (all when empty) as ``read_truth`` does."""
+        return await read_truth(self._truth, self._executions_since, self._since(), symbols)
 
     @property
     def reports_positions(self) -> bool:
@@ -416,66 +376,6 @@ class SupervisorActor(Actor[RunRecovery]):
             self._seen.pop(symbol, None)
         return heal, signature
 
-    def _report(
-        self,
-        mode: str,
-        dry_run: bool,
-        started: datetime,
-        t0: float,
-        outcomes: list[ReconcileOutcome],
-        replayed: int,
-        critical: list[str],
-        reachable: bool,
-    ) -> RecoveryReport:
-        actions = [
-            ActionRecord(symbol=o.symbol, action=a.split(" ")[0], detail=a)
-            for o in outcomes
-            for a in o.actions
-        ]
-        # A periodic finding not yet confirmed is reported as pending, not as found.
-        found = [o for o in outcomes if not o.pending]
-        orphans = [o.symbol for o in found if o.finding == "orphan"]
-        critical = [*critical, *(f"orphan {s}" for s in orphans)]
-        critical += [
-            f"unprotected {o.symbol}"
-            for o in found
-            if o.unprotected and not any(a.startswith("stop restored") for a in o.actions)
-        ]
-        # Confirmed but held back while a filled stop's executions may still come: what
-        # the broker holds meanwhile has no stop, and waiting must not hide that.
-        waiting = [
-            o for o in outcomes if o.pending and o.unprotected and o.symbol in self._fill_waits
-        ]
-        critical += [
-            f"unprotected {o.symbol}: {o.broker_qty} at the broker with no stop, "
-            "while its filled stop's executions are awaited"
-            for o in waiting
-        ]
-        critical += [f"unverified {o.symbol}" for o in found if o.unverified]
-        return RecoveryReport(
-            mode=mode,
-            dry_run=dry_run,
-            started_at=started,
-            duration_s=round(self.wall.monotonic() - t0, 6),
-            zombies=[o.symbol for o in found if o.finding == "zombie"],
-            orphans=orphans,
-            drifts=[
-                Drift(o.symbol, o.local_qty, o.broker_qty, o.local_avg, o.broker_avg)
-                for o in found
-                if o.finding == "drift"
-            ],
-            unprotected=[
-                o.symbol
-                for o in outcomes
-                if o.unprotected and (not o.pending or o.symbol in self._fill_waits)
-            ],
-            missing_fills=[o.symbol for o in found if o.missing_fill],
-            replayed_fills=replayed,
-            actions=actions,
-            critical_issues=critical,
-            broker_reachable=reachable,
-        )
-
     async def _publish(self, report: RecoveryReport) -> None:
         self.last_report = report
         body = msgspec.json.encode(report).decode()
@@ -496,12 +396,6 @@ class SupervisorActor(Actor[RunRecovery]):
 
 
 _T = TypeVar("_T", Order, Execution)
-_S = TypeVar("_S", BrokerPosition, Order, Execution)
-
-
-def _only(items: list[_S], symbols: tuple[str, ...]) -> list[_S]:
-    """Return the items of ``symbols`` (all of them when ``symbols`` is empty)."""
-    return [item for item in items if item.symbol in symbols] if symbols else items
 
 
 def _grouped(items: list[_T]) -> dict[str, list[_T]]:
@@ -536,14 +430,6 @@ async def _ask_all(
         for _ in range(min(window, len(asks))):
             group.create_task(worker())
     return answers
-
-
-def _same(a: list[BrokerPosition] | list[Order], b: list[BrokerPosition] | list[Order]) -> bool:
-    """Return whether two reads hold the same items, in any order."""
-    if len(a) == len(b) and all(map(operator.is_, a, b)):
-        return True  # the very same objects (a venue that hands out what it holds)
-    key = msgspec.json.encode
-    return sorted(map(key, a)) == sorted(map(key, b))
 
 
 def _orphan_outcome(position: BrokerPosition) -> ReconcileOutcome:

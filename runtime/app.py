@@ -26,9 +26,10 @@ from actors.bars import BarRing
 from actors.checkpoint import CHECKPOINT_WAVE, checkpoint_all
 from actors.messages import OnBar, OnExecution, OnOrderUpdate
 from actors.position import PositionActor, PositionContext
+from actors.report import RecoveryReport
 from actors.state import PositionState
 from actors.strategy import Action, Enter, PivotBreakout, Session, Strategy, StrategyParams
-from actors.supervisor import RecoveryReport, RunRecovery, SupervisorActor
+from actors.supervisor import RunRecovery, SupervisorActor
 from brokers.base import (
     Bar,
     Broker,

@@ -25,8 +25,9 @@ import pytest
 from actors.messages import FillAck, FlattenNow, OnExecution, OnOrderUpdate
 from actors.orders import intent_row
 from actors.position import PositionActor
+from actors.report import RecoveryReport
 from actors.state import PositionState
-from actors.supervisor import _FILL_WAIT_S, RecoveryReport, SupervisorActor
+from actors.supervisor import _FILL_WAIT_S, SupervisorActor
 from bench._world import ACCOUNT, InstantVenue, context
 from brokers.base import BrokerError, BrokerPosition, Execution, Order, OrderType, Side
 from persistence import PutIntent, SqliteStore
