@@ -4,10 +4,13 @@ One procedure for every trigger: fetch broker truth (positions, open orders,
 and the executions since the oldest market time the actors' states already
 reflect, minus a margin; read until positions and executions agree), replay
 the executions of *our* orders the store has not seen through their owning
-actors (dedup by execution id), then ask every actor to reconcile its symbol.
-Trades made outside the trader (by hand) are not replayed: the broker's
-quantities say what they did, as a zombie, an orphan or a drift, and the heal
-stores them. The broker's quantities override the checkpoint; everything else
+actors (dedup by execution id), read the truth again the same way (the replay
+moves stops; what filled meanwhile is replayed too, until a read brings
+nothing new), then ask every actor to reconcile its symbol.
+Trades made outside the trader (by hand) are replayed only where they reduce,
+close or flip a position held here (outside periodic runs); the others are not:
+the broker's quantities say what they did, as an orphan or a drift, and the
+heal stores them. The broker's quantities override the checkpoint; everything else
 comes from the store. Periodic runs heal a discrepancy only once the same one
 was seen on ``confirm_runs`` consecutive runs, no order of the symbol moved in
 the last 5 s and no order but the stop is in flight, so a fill racing the
