@@ -142,6 +142,10 @@ class App:
     report: RecoveryReport | None = None
     supervisor: SupervisorActor | None = None
     _reconnecting: bool = False
+    # Held while a restarted actor's symbol is reconciled: the router routes nothing
+    # meanwhile (a fill routed between the run's read of the broker and its heal
+    # would be healed over with the stale quantity), as during a reconnect's run.
+    _routing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _session_written: SessionRow | None = None  # the sessions row as last committed
 
     def _confirmed(self, symbol: str, opened_at: datetime) -> bool:
@@ -397,6 +401,9 @@ class App:
     ) -> None:
         """Send each broker event to its owner; connection changes go through recovery."""
         async for event in broker.events():
+            if self._routing.locked():
+                async with self._routing:  # a restart's run: wait for its heal
+                    pass
             try:
                 match event:
                     case Bar(symbol=symbol):
@@ -431,7 +438,8 @@ class App:
         delay = self.config.recovery.connect_backoff_s
         while True:
             if not self.degraded:  # degraded: the reconnect run will cover it
-                report = await self._recover(supervisor, "restart", symbols=(symbol,))
+                async with self._routing:
+                    report = await self._recover(supervisor, "restart", symbols=(symbol,))
                 if report.broker_reachable:
                     break
             await self.wall.sleep(delay)

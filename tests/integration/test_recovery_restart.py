@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from actors.bars import BarRing
+from actors.position import PositionActor
 from actors.state import PositionState
 from actors.strategy import Action, PivotBreakout, Session
-from brokers.base import Bar
+from brokers.base import Bar, Execution, Order, Side
+from brokers.sim import SimBroker
 from runtime.actor import Lifecycle
 from runtime.clock import VirtualClock
 from tests.integration.recovery_kit import (
@@ -23,6 +25,7 @@ from tests.integration.recovery_kit import (
     Trader,
     holding,
     open_venue,
+    open_venue_as,
     print_bars,
     reports,
     stops,
@@ -74,3 +77,77 @@ async def test_a_restarted_actor_is_reconciled_before_it_trades_again(
     assert len(restored) == 1
     assert restored[0].stop_price == stop.stop_price
     assert restored[0].qty == 100.0
+
+
+def _stop_qty(actor: PositionActor) -> float | None:
+    stop = actor.state.stop
+    return None if stop is None else stop.qty
+
+
+class _SellsByHandDuringTheRead(SimBroker):
+    """The sim venue where, once ``armed``, a hand sale of 50 lands right after the
+    second open-orders read: after the restart's (consistent) read of the broker's truth,
+    before its heal. Its execution streams to the trader at once."""
+
+    armed = False
+    reads = 0
+    sold: Execution | None = None
+
+    async def open_orders(self) -> list[Order]:
+        orders = await super().open_orders()
+        if self.armed:
+            self.reads += 1
+            if self.reads == 2:
+                self.armed = False
+                self.sold = await self.hand_trade(SYMBOL, Side.SELL, 50.0)
+        return orders
+
+
+async def test_a_fill_streaming_in_while_a_restarted_actor_is_reconciled_is_not_healed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long 100 under our stop; the actor crashes and its symbol is reconciled. Right
+    after that run read the broker (100), 50 are sold by hand and the execution streams
+    in. Routed to the actor before the heal, it would make the heal see 50 here against
+    the broker's (stale) 100: a drift, "healed" by overriding to 100 with the stop resized
+    to 100 on the 50 the broker holds (triggered, it would sell 50 short). The router
+    holds events while the restart's run reconciles, so the sale is booked after it: 50
+    held here and at the broker, the stop resized to 50."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    bugs = {"armed": False}
+    decide = PivotBreakout.decide
+
+    def buggy(
+        self: PivotBreakout, state: PositionState, bars: BarRing, bar: Bar, session: Session
+    ) -> list[Action]:
+        if bugs["armed"]:
+            bugs["armed"] = False
+            raise RuntimeError("strategy bug (test double)")
+        return decide(self, state, bars, bar, session)
+
+    monkeypatch.setattr(PivotBreakout, "decide", buggy)
+
+    clock = VirtualClock()
+    venue = await open_venue_as(_SellsByHandDuringTheRead, config, state, clock)
+    async with Trader(config, state, venue) as trader:
+        actor = trader.app.actors[SYMBOL]
+        runs = len(reports(state))
+        venue.armed = bugs["armed"] = True
+        await print_bars(venue, clock, 1)
+        await until(lambda: trader.app.sup.restarts(actor) == 1, "the actor restarted")
+        await until(lambda: len(reports(state)) > runs, "the restart's reconciliation")
+        await until(lambda: actor.lifecycle is Lifecycle.RUNNING, "the actor resumed")
+        sold = venue.sold
+        assert sold is not None, "the hand sale landed during the restart's run"
+        await until(lambda: sold.exec_id in actor.state.applied, "the hand sale booked")
+        await until(lambda: _stop_qty(actor) == 50.0, "the stop resized to the 50 held")
+        (position,) = await venue.positions()
+        resting = await stops(venue)
+
+    assert (position.qty, actor.state.qty) == (50.0, 50.0)
+    assert [o.qty for o in resting] == [50.0]
+    restart = reports(state)[-1]
+    assert restart["mode"] == "restart"
+    assert restart["drifts"] == []
