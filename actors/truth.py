@@ -35,14 +35,23 @@ async def read_truth(
     read is repeated until the two reads agree; ``BrokerError`` when they never
     do. Only the truth of ``symbols`` is returned (all of it when empty).
     """
-    positions, orders = await truth()
+    positions, orders = await _read(truth, symbols)
     for _ in range(CONSISTENT_READS):
         executions = await executions_since(since)
-        again, orders_again = await truth()
+        again, orders_again = await _read(truth, symbols)
         if _same(positions, again) and _same(orders, orders_again):
-            return only(again, symbols), only(orders_again, symbols), only(executions, symbols)
+            return again, orders_again, only(executions, symbols)
         positions, orders = again, orders_again
     raise BrokerError("broker truth kept changing while it was read")
+
+
+async def _read(
+    truth: Callable[[], Awaitable[tuple[list[BrokerPosition], list[Order]]]],
+    symbols: tuple[str, ...],
+) -> tuple[list[BrokerPosition], list[Order]]:
+    """Read positions and orders, only those of ``symbols``: others may move meanwhile."""
+    positions, orders = await truth()
+    return only(positions, symbols), only(orders, symbols)
 
 
 def only(items: list[_S], symbols: tuple[str, ...]) -> list[_S]:

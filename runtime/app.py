@@ -142,10 +142,11 @@ class App:
     report: RecoveryReport | None = None
     supervisor: SupervisorActor | None = None
     _reconnecting: bool = False
-    # Held while a restarted actor's symbol is reconciled: the router routes nothing
-    # meanwhile (a fill routed between the run's read of the broker and its heal
-    # would be healed over with the stale quantity), as during a reconnect's run.
-    _routing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # symbol -> its events held back while its restarted actor's symbol is reconciled:
+    # a fill routed between that run's read of the broker and its heal would be
+    # healed over with the stale quantity (a reconnect's run holds all, in the router).
+    _held: dict[str, list[Bar | Execution | OrderUpdate]] = field(default_factory=dict)
+    _spawn_actor: Callable[[str], Awaitable[PositionActor]] | None = None
     _session_written: SessionRow | None = None  # the sessions row as last committed
 
     def _confirmed(self, symbol: str, opened_at: datetime) -> bool:
@@ -244,6 +245,7 @@ class App:
                     self.actors[symbol] = actor
                     return actor
 
+                self._spawn_actor = spawn
                 heap.pause()
                 loaded = await store.load_snapshots()
                 rows = {r.symbol: r for r in loaded.rows}
@@ -401,22 +403,14 @@ class App:
     ) -> None:
         """Send each broker event to its owner; connection changes go through recovery."""
         async for event in broker.events():
-            if self._routing.locked():
-                async with self._routing:  # a restart's run: wait for its heal
-                    pass
             try:
                 match event:
-                    case Bar(symbol=symbol):
-                        actor = self.actors.get(symbol)
-                        if actor is not None:
-                            await actor.tell(OnBar(event))
-                    case Execution(symbol=symbol):
-                        actor = self.actors.get(symbol) or await spawn(symbol)
-                        await actor.tell(OnExecution(event))
-                    case OrderUpdate(order=order):
-                        actor = self.actors.get(order.symbol)
-                        if actor is not None:
-                            await actor.tell(OnOrderUpdate(order))
+                    case Bar() | Execution() | OrderUpdate():
+                        held = self._held.get(_symbol_of(event))
+                        if held is not None:
+                            held.append(event)  # its symbol's restart run: after it
+                        else:
+                            await self._deliver(event, spawn)
                     case Disconnected(reason=reason):
                         if not self.degraded:
                             self._set_degraded(True, f"broker disconnected: {reason}")
@@ -426,6 +420,36 @@ class App:
                             await self._reconcile_reconnected(broker, supervisor)
             except ActorStopped as exc:
                 _log.warning("event %s not delivered: %s", type(event).__name__, exc)
+
+    async def _deliver(
+        self, event: Bar | Execution | OrderUpdate, spawn: Callable[[str], Awaitable[PositionActor]]
+    ) -> None:
+        """Send a market or order event to its symbol's actor (an execution spawns one)."""
+        match event:
+            case Bar(symbol=symbol):
+                actor = self.actors.get(symbol)
+                if actor is not None:
+                    await actor.tell(OnBar(event))
+            case Execution(symbol=symbol):
+                actor = self.actors.get(symbol) or await spawn(symbol)
+                await actor.tell(OnExecution(event))
+            case OrderUpdate(order=order):
+                actor = self.actors.get(order.symbol)
+                if actor is not None:
+                    await actor.tell(OnOrderUpdate(order))
+
+    async def _release(self, symbol: str) -> None:
+        """Deliver what was held back for ``symbol``, in order, then route it again."""
+        held = self._held.get(symbol, [])
+        spawn = self._spawn_actor
+        assert spawn is not None, "held back before the actors were made"
+        while held:  # the router may add while a delivery waits: those come after
+            event = held.pop(0)
+            try:
+                await self._deliver(event, spawn)
+            except ActorStopped as exc:
+                _log.warning("event %s not delivered: %s", type(event).__name__, exc)
+        self._held.pop(symbol, None)
 
     def _restarted(self, symbol: str) -> None:
         """A position actor restarted after a crash: reconcile its symbol, then resume it."""
@@ -438,8 +462,11 @@ class App:
         delay = self.config.recovery.connect_backoff_s
         while True:
             if not self.degraded:  # degraded: the reconnect run will cover it
-                async with self._routing:
+                self._held.setdefault(symbol, [])
+                try:
                     report = await self._recover(supervisor, "restart", symbols=(symbol,))
+                finally:
+                    await self._release(symbol)
                 if report.broker_reachable:
                     break
             await self.wall.sleep(delay)
@@ -532,3 +559,7 @@ class App:
 
 def _safe(account: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in account)
+
+
+def _symbol_of(event: Bar | Execution | OrderUpdate) -> str:
+    return event.order.symbol if isinstance(event, OrderUpdate) else event.symbol

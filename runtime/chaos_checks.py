@@ -165,9 +165,10 @@ def _reductions_since_open(executions: list[dict[str, Any]], symbol: str) -> int
 def _is_covered(orders: list[dict[str, Any]], symbol: str, qty: float) -> bool:
     """Return whether ``qty`` of ``symbol`` is on its way out at the exchange.
 
-    A stop on the closing side; or, with none, exits of the trader's own working
-    for all of it: a market exit that fills in parts rests with no stop beside
-    it (the stop was canceled for it; both would oversell).
+    A stop on the closing side; or, with none, market exits of the trader's own
+    working for all of it: a market exit that fills in parts rests with no stop
+    beside it (the stop was canceled for it; both would oversell). A limit exit
+    waits for its price: it protects nothing.
     """
     side = "sell" if qty > 0 else "buy"
     closing = [o for o in orders if o["symbol"] == symbol and o["side"] == side]
@@ -176,7 +177,8 @@ def _is_covered(orders: list[dict[str, Any]], symbol: str, qty: float) -> bool:
     working = sum(
         float(o["qty"]) - float(o.get("filled_qty") or 0.0)
         for o in closing
-        if str(o.get("client_order_id", "")).startswith("sw-")
+        if o["type"] == "market"
+        and str(o.get("client_order_id", "")).startswith("sw-")
         and not _ENTRY.match(str(o["client_order_id"]))
     )
     return working >= abs(qty) - _EPS

@@ -449,3 +449,62 @@ async def test_a_fill_landing_while_the_replay_runs_is_replayed_not_healed_and_c
         assert actor.state.is_flat
         assert not HAND_TRADE_ALERTS & set(world.kinds())
         assert (await world.run("periodic")).actions == []
+
+
+class _SoldByHandOnEveryRead(World):
+    """A world where 10 more are sold by hand before every other read of the broker's
+    truth from the third on: each read after the replay brings one more fill."""
+
+    def __init__(self, store: SqliteStore, venue: TruthVenue, state: PositionState) -> None:
+        super().__init__(store, venue, state)
+        self.reads = 0
+        self.sales = 0
+        self.busy = True
+
+    def sell_by_hand(self, qty: float) -> None:
+        self.sales += 1
+        venue = self.venue
+        n = self.sales
+        at = venue.market_time + timedelta(seconds=n)
+        venue.fills.append(
+            Execution(f"H-{n}", f"HO-{n}", f"hand-{n}", SYMBOL, Side.SELL, qty, ENTRY_PRICE, at)
+        )
+        venue.positions_by_symbol[SYMBOL] -= qty
+
+    async def _truth(self) -> tuple[list[BrokerPosition], list[Order]]:
+        self.reads += 1
+        if self.busy and self.reads >= 3 and self.reads % 2 == 1:
+            self.sell_by_hand(10.0)
+        return await super()._truth()
+
+
+async def test_a_boot_while_fills_keep_landing_heals_on_its_last_read(store: SqliteStore) -> None:
+    """Long 100 under a 100-share stop; 30 sold by hand while the trader was down, and
+    10 more land on every read after the replay. The run stops reading after a few
+    rounds but still heals on its last read, which holds every fill it replayed: the
+    stop is resized to what is held. (It used to give up as 'broker unreachable', the
+    fills booked but the stop left at 100 on 40: triggered, 60 short.)"""
+    async with Supervisor(name="test") as sup:
+        state, resting = held_under_stop(100.0, 100.0)
+        intent = state.intent(resting.client_order_id)
+        assert intent is not None
+        await store.commit([PutIntent(intent_row(SYMBOL, intent))])
+        venue = TruthVenue()
+        venue.market_time = START
+        venue.orders[STOP_ID] = resting
+        venue.by_client[resting.client_order_id] = STOP_ID
+        venue.positions_by_symbol[SYMBOL] = 100.0
+        venue.last[SYMBOL] = STOP_PRICE
+        world = _SoldByHandOnEveryRead(store, venue, state)
+        await sup.start(world.actor)
+        world.sell_by_hand(30.0)
+
+        report = await world.run("boot")
+
+        assert report.broker_reachable
+        held = venue.positions_by_symbol[SYMBOL]
+        assert held < 70.0, "fills landed during the run"
+        assert world.actor.state.qty == held
+        assert [o.qty for o in await venue.open_orders()] == [held]
+        world.busy = False
+        assert (await world.run("boot")).drifts == []

@@ -95,7 +95,8 @@ def _market(cid: str, side: str, qty: float, filled: float) -> dict[str, Any]:
 def test_an_exit_of_ours_working_for_the_whole_position_covers_it_without_a_stop() -> None:
     """The stop canceled for a market exit that fills in parts: 20 of the 100 left, the
     exit working for them. Not covered: the exit working for less than what is held, a
-    hand order, or an entry (it adds, and buys would not close a long anyway)."""
+    hand order, an entry (it adds, and buys would not close a long anyway), or a limit
+    exit (it waits for its price)."""
     truth, books = _world(states={"AAPL": _state(qty=20.0)})
     exiting = "sw-abc123-AAPL-260105-1-exit7"
 
@@ -108,6 +109,7 @@ def test_an_exit_of_ours_working_for_the_whole_position_covers_it_without_a_stop
     assert silent(_market("hand-1", "sell", 100.0, 80.0)) == 1
     assert silent(_market("sw-abc123-AAPL-260105-2-entry", "sell", 20.0, 0.0)) == 1
     assert silent(_market(exiting, "buy", 100.0, 80.0)) == 1
+    assert silent(_market(exiting, "sell", 100.0, 80.0) | {"type": "limit"}) == 1
 
 
 def test_partials_must_match_reducing_executions() -> None:
