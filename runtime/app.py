@@ -291,7 +291,13 @@ class App:
                     # (a buffer drops what its refill already holds), instead of
                     # being lost between the refill's read and the subscription.
                     await broker.subscribe(sorted(watch))
-                    await self._recover(supervisor, "boot")
+                    boot = await self._recover(supervisor, "boot")
+                    if not boot.broker_reachable:
+                        # Not reconciled (a query failed, or the truth kept changing):
+                        # trade nothing until a run is. The router runs it, with
+                        # retries, before it routes anything, as after a reconnect.
+                        why = "; ".join(boot.critical_issues)
+                        self._set_degraded(True, f"boot recovery failed: {why}")
                 else:
                     self._set_degraded(True, "broker unreachable at boot")
                     self._start_reconnect(broker)
@@ -402,6 +408,8 @@ class App:
         supervisor: SupervisorActor,
     ) -> None:
         """Send each broker event to its owner; connection changes go through recovery."""
+        if self.degraded and not self._reconnecting:  # connected, but boot did not reconcile
+            await self._reconcile_reconnected(broker, supervisor)
         async for event in broker.events():
             try:
                 match event:

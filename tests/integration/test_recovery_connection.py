@@ -200,3 +200,33 @@ async def test_a_reconnect_whose_queries_fail_is_retried_until_reconciled(tmp_pa
         ("reconnect", True),
     ]
     assert after[-1]["critical_issues"] == []
+
+
+async def test_a_boot_whose_recovery_fails_trades_nothing_until_a_retry_reconciles(
+    tmp_path: Path,
+) -> None:
+    """Connected at boot, but the broker's position query fails (or its truth keeps
+    changing): the boot run does not reconcile. The trader is degraded, its actors
+    suspended, and the router retries (as a reconnect's run, before it routes any event)
+    until one reconciles; only then does it trade."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    runs = len(reports(state))
+    venue = await open_venue_as(FlakyVenue, config, state, VirtualClock())
+    venue.failures = 2  # the boot run's query, then the first retry's
+    async with Trader(config, state, venue) as trader:
+        await until(
+            lambda: len(reports(state)) >= runs + 3 and not trader.app.degraded,
+            "a retry to reconcile at last",
+        )
+        assert all(a.lifecycle is Lifecycle.RUNNING for a in trader.app.actors.values())
+        kinds = [(a.kind, a.severity) for a in trader.app.alerts]
+    after = reports(state)[runs:]
+    assert [(r["mode"], r["broker_reachable"]) for r in after] == [
+        ("boot", False),
+        ("reconnect", False),
+        ("reconnect", True),
+    ]
+    assert ("degraded", Severity.CRITICAL) in kinds
+    assert kinds.index(("degraded", Severity.CRITICAL)) < kinds.index(("degraded", Severity.INFO))
