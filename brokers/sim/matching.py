@@ -189,7 +189,15 @@ def _fill_triggered(
 
 
 def fill(book: Book, order: Order, qty: float, price: float, ts: datetime) -> list[BrokerEvent]:
-    """Execute ``qty`` of ``order`` at ``price``: record it, move the position, update the order."""
+    """Execute ``qty`` of ``order`` at ``price``: record it, move the position, update the order.
+
+    Stamped ``ts``, or the last execution's time when that is later: a part of a
+    fill stamped with its bar's time must not come before an execution recorded
+    earlier in the bar (a stop a price move triggered), as no venue's clock runs
+    back; replays order executions by time.
+    """
+    if book.executions and book.executions[-1].ts > ts:
+        ts = book.executions[-1].ts
     book.exec_seq += 1
     execution = Execution(
         exec_id=f"SIM-E{book.exec_seq:07d}",

@@ -105,3 +105,23 @@ def test_a_stop_filling_in_chunks_survives_the_venue_saving_its_book() -> None:
     assert order_id in reloaded.stop_triggered
     (execution,) = fills(engine.advance_bar(reloaded, gen, max_fill_qty=10))
     assert (execution.order_id, execution.qty) == (order_id, 10)
+
+
+def test_a_chunk_is_never_stamped_before_an_execution_recorded_ahead_of_it() -> None:
+    """A chunk is stamped with its bar's end; a trade recorded after that end but before
+    the venue printed the bar (a hand trade, a stop a price move triggered) goes first:
+    the chunk is stamped no earlier, so the executions' times run in the order they
+    happened (a replay orders them by time: a buy booked before the sell that preceded
+    it changes the average cost)."""
+    book, gen = pure_book()
+    order_id, _ = _stop_the_next_bar_triggers(book, gen, 25)
+    fills(engine.advance_bar(book, gen, max_fill_qty=10))
+    later = book.next_bar + timedelta(seconds=gen.bar_seconds + 1)
+    hand, _ = engine.manual_trade(book, "AAPL", Side.BUY, 5, later)
+
+    (chunk,) = fills(engine.advance_bar(book, gen, max_fill_qty=10))
+
+    assert chunk.order_id == order_id
+    assert chunk.ts == hand.ts == later
+    times = [e.ts for e in book.executions]
+    assert times == sorted(times)
