@@ -303,7 +303,7 @@ class App:
                     self._start_reconnect(broker)
                 heap.settle()
                 self._write_state(broker, "degraded" if self.degraded else "running")
-                sup.spawn(self._route(broker, spawn, supervisor), name="router")
+                sup.spawn(self._route(broker, supervisor), name="router")
                 sup.spawn(self._checkpoints(store, clock), name="checkpoints")
                 sup.spawn(self._periodic(supervisor, broker), name="periodic-reconcile")
                 sup.spawn(self._heartbeat(broker), name="heartbeat")
@@ -401,12 +401,7 @@ class App:
         severity = Severity.CRITICAL if degraded else Severity.INFO
         self.alert(Alert("degraded", severity, why, self.wall.now()))
 
-    async def _route(
-        self,
-        broker: Broker,
-        spawn: Callable[[str], Awaitable[PositionActor]],
-        supervisor: SupervisorActor,
-    ) -> None:
+    async def _route(self, broker: Broker, supervisor: SupervisorActor) -> None:
         """Send each broker event to its owner; connection changes go through recovery."""
         if self.degraded and not self._reconnecting:  # connected, but boot did not reconcile
             await self._reconcile_reconnected(broker, supervisor)
@@ -418,7 +413,7 @@ class App:
                         if held is not None:
                             held.append(event)  # its symbol's restart run: after it
                         else:
-                            await self._deliver(event, spawn)
+                            await self._deliver(event)
                     case Disconnected(reason=reason):
                         if not self.degraded:
                             self._set_degraded(True, f"broker disconnected: {reason}")
@@ -429,10 +424,10 @@ class App:
             except ActorStopped as exc:
                 _log.warning("event %s not delivered: %s", type(event).__name__, exc)
 
-    async def _deliver(
-        self, event: Bar | Execution | OrderUpdate, spawn: Callable[[str], Awaitable[PositionActor]]
-    ) -> None:
+    async def _deliver(self, event: Bar | Execution | OrderUpdate) -> None:
         """Send a market or order event to its symbol's actor (an execution spawns one)."""
+        spawn = self._spawn_actor
+        assert spawn is not None, "an event before the actors were made"
         match event:
             case Bar(symbol=symbol):
                 actor = self.actors.get(symbol)
@@ -449,12 +444,10 @@ class App:
     async def _release(self, symbol: str) -> None:
         """Deliver what was held back for ``symbol``, in order, then route it again."""
         held = self._held.get(symbol, [])
-        spawn = self._spawn_actor
-        assert spawn is not None, "held back before the actors were made"
         while held:  # the router may add while a delivery waits: those come after
             event = held.pop(0)
             try:
-                await self._deliver(event, spawn)
+                await self._deliver(event)
             except ActorStopped as exc:
                 _log.warning("event %s not delivered: %s", type(event).__name__, exc)
         self._held.pop(symbol, None)

@@ -34,12 +34,9 @@ from tests.integration.recovery_kit import (
 )
 
 
-async def test_a_restarted_actor_is_reconciled_before_it_trades_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, config = write_profile(tmp_path)
-    state = tmp_path / "state"
-    await holding(config, state)
+def _crash_once_when_armed(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """Give the reference strategy a bug: its next decision after ``armed`` is set raises
+    (once). Return the switch."""
     bugs = {"armed": False}
     decide = PivotBreakout.decide
 
@@ -52,6 +49,16 @@ async def test_a_restarted_actor_is_reconciled_before_it_trades_again(
         return decide(self, state, bars, bar, session)
 
     monkeypatch.setattr(PivotBreakout, "decide", buggy)
+    return bugs
+
+
+async def test_a_restarted_actor_is_reconciled_before_it_trades_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    bugs = _crash_once_when_armed(monkeypatch)
 
     clock = VirtualClock()
     venue = await open_venue(config, state, clock)
@@ -116,18 +123,7 @@ async def test_a_fill_streaming_in_while_a_restarted_actor_is_reconciled_is_not_
     _, config = write_profile(tmp_path)
     state = tmp_path / "state"
     await holding(config, state)
-    bugs = {"armed": False}
-    decide = PivotBreakout.decide
-
-    def buggy(
-        self: PivotBreakout, state: PositionState, bars: BarRing, bar: Bar, session: Session
-    ) -> list[Action]:
-        if bugs["armed"]:
-            bugs["armed"] = False
-            raise RuntimeError("strategy bug (test double)")
-        return decide(self, state, bars, bar, session)
-
-    monkeypatch.setattr(PivotBreakout, "decide", buggy)
+    bugs = _crash_once_when_armed(monkeypatch)
 
     clock = VirtualClock()
     venue = await open_venue_as(_SellsByHandDuringTheRead, config, state, clock)

@@ -118,11 +118,15 @@ class World:
         return [a.kind for a in self.alerts[since:]]
 
 
-async def _stopped_with_the_rest_missing(
-    store: SqliteStore, sup: Supervisor, held: float, venue: TruthVenue | None = None
-) -> tuple[World, Execution]:
-    """Hold ``held`` under a 100-share stop that fills 60 + 40 at the venue; the actor hears
-    "filled" and the 60. Return the world and the 40, which nobody has reported."""
+async def _under_live_stop(
+    store: SqliteStore,
+    sup: Supervisor,
+    held: float,
+    venue: TruthVenue | None = None,
+    world_of: type[World] = World,
+) -> World:
+    """Hold ``held`` long under our live 100-share stop, here and at the venue (which
+    holds ``held`` too), and start the actor. Return the world (a ``world_of``)."""
     state, resting = held_under_stop(held, 100.0)
     intent = state.intent(resting.client_order_id)
     assert intent is not None
@@ -133,9 +137,18 @@ async def _stopped_with_the_rest_missing(
     venue.by_client[resting.client_order_id] = STOP_ID
     venue.positions_by_symbol[SYMBOL] = held
     venue.last[SYMBOL] = STOP_PRICE
-    world = World(store, venue, state)
-    actor = world.actor
-    await sup.start(actor)
+    world = world_of(store, venue, state)
+    await sup.start(world.actor)
+    return world
+
+
+async def _stopped_with_the_rest_missing(
+    store: SqliteStore, sup: Supervisor, held: float, venue: TruthVenue | None = None
+) -> tuple[World, Execution]:
+    """Hold ``held`` under a 100-share stop that fills 60 + 40 at the venue; the actor hears
+    "filled" and the 60. Return the world and the 40, which nobody has reported."""
+    world = await _under_live_stop(store, sup, held, venue)
+    venue, actor = world.venue, world.actor
     first = await venue.fill_resting(STOP_ID, 60.0, STOP_PRICE)
     rest = await venue.fill_resting(STOP_ID, 40.0, STOP_PRICE - 0.1)
     venue.withheld.add(rest.exec_id)
@@ -414,19 +427,9 @@ async def test_a_fill_landing_while_the_replay_runs_is_replayed_not_healed_and_c
     as a zombie (CLOSED_EXTERNALLY at the 40's price) and the streamed 60 then opened
     an orphan short of 60 that the broker never held."""
     async with Supervisor(name="test") as sup:
-        state, resting = held_under_stop(100.0, 100.0)
-        intent = state.intent(resting.client_order_id)
-        assert intent is not None
-        await store.commit([PutIntent(intent_row(SYMBOL, intent))])
-        venue = TruthVenue()
-        venue.market_time = START
-        venue.orders[STOP_ID] = resting
-        venue.by_client[resting.client_order_id] = STOP_ID
-        venue.positions_by_symbol[SYMBOL] = 100.0
-        venue.last[SYMBOL] = STOP_PRICE
-        world = _FillsDuringTheReplay(store, venue, state)
-        actor = world.actor
-        await sup.start(actor)
+        world = await _under_live_stop(store, sup, 100.0, world_of=_FillsDuringTheReplay)
+        assert isinstance(world, _FillsDuringTheReplay)
+        venue, actor = world.venue, world.actor
         first = await venue.fill_resting(STOP_ID, 40.0, STOP_PRICE)
 
         report = await world.run(mode)
@@ -485,18 +488,9 @@ async def test_a_boot_while_fills_keep_landing_heals_on_its_last_read(store: Sql
     stop is resized to what is held. (It used to give up as 'broker unreachable', the
     fills booked but the stop left at 100 on 40: triggered, 60 short.)"""
     async with Supervisor(name="test") as sup:
-        state, resting = held_under_stop(100.0, 100.0)
-        intent = state.intent(resting.client_order_id)
-        assert intent is not None
-        await store.commit([PutIntent(intent_row(SYMBOL, intent))])
-        venue = TruthVenue()
-        venue.market_time = START
-        venue.orders[STOP_ID] = resting
-        venue.by_client[resting.client_order_id] = STOP_ID
-        venue.positions_by_symbol[SYMBOL] = 100.0
-        venue.last[SYMBOL] = STOP_PRICE
-        world = _SoldByHandOnEveryRead(store, venue, state)
-        await sup.start(world.actor)
+        world = await _under_live_stop(store, sup, 100.0, world_of=_SoldByHandOnEveryRead)
+        assert isinstance(world, _SoldByHandOnEveryRead)
+        venue = world.venue
         world.sell_by_hand(30.0)
 
         report = await world.run("boot")
