@@ -3,12 +3,20 @@
 Positions, open orders and executions are separate requests; a fill landing
 between them would make the executions say one thing and the positions
 another, and a boot heals at once on what they say.
+
+Agreement is decided symbol by symbol: a fill of one symbol changes only that
+symbol's position and orders, so a symbol whose positions and orders read the
+same before and after the executions read is consistent with those executions,
+whatever the rest of the book did meanwhile. Only the symbols that moved are
+read again. (Demanding the whole book stand still for one round would, in a
+busy book of hundreds of active symbols, rarely succeed.)
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Awaitable, Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import datetime
 from typing import TypeVar
 
@@ -18,7 +26,7 @@ from brokers.base import BrokerError, BrokerPosition, Execution, Order
 
 __all__ = ["CONSISTENT_READS", "only", "read_truth"]
 
-CONSISTENT_READS = 3  # reads of a truth that keeps changing before giving up
+CONSISTENT_READS = 3  # reads of a symbol whose truth keeps changing before giving up
 
 _S = TypeVar("_S", BrokerPosition, Order, Execution)
 
@@ -31,18 +39,55 @@ async def read_truth(
 ) -> tuple[list[BrokerPosition], list[Order], list[Execution]]:
     """Fetch positions, open orders and the executions since ``since`` that agree.
 
-    Positions and orders are read again after the executions, and the whole
-    read is repeated until the two reads agree; ``BrokerError`` when they never
-    do. Only the truth of ``symbols`` is returned (all of it when empty).
+    Positions and orders are read again after the executions; a symbol whose
+    two reads agree takes its positions, orders and executions from that round,
+    and the symbols that moved are read again, up to ``CONSISTENT_READS``
+    rounds; ``BrokerError`` (naming them) when some never settle. Only the
+    truth of ``symbols`` is returned (all of it when empty).
     """
     positions, orders = await _read(truth, symbols)
+    pending: set[str] | None = None  # None: every symbol, before the first round
+    settled = _Settled()
     for _ in range(CONSISTENT_READS):
-        executions = await executions_since(since)
+        executions = only(await executions_since(since), symbols)
         again, orders_again = await _read(truth, symbols)
-        if _same(positions, again) and _same(orders, orders_again):
-            return again, orders_again, only(executions, symbols)
+        if pending is None and _same(positions, again) and _same(orders, orders_again):
+            return again, orders_again, executions  # the common case: nothing moved
+        moved = _moved(positions, again, pending) | _moved(orders, orders_again, pending)
+        settled.take(again, orders_again, executions, pending, moved)
+        if not moved:
+            return settled.positions, settled.orders, settled.executions
+        pending = moved
         positions, orders = again, orders_again
-    raise BrokerError("broker truth kept changing while it was read")
+    names = ", ".join(sorted(pending or ()))
+    raise BrokerError(f"broker truth of {names} kept changing while it was read")
+
+
+class _Settled:
+    """The truth of the symbols settled so far, each from the round it agreed in."""
+
+    def __init__(self) -> None:
+        self.positions: list[BrokerPosition] = []
+        self.orders: list[Order] = []
+        self.executions: list[Execution] = []
+
+    def take(
+        self,
+        positions: list[BrokerPosition],
+        orders: list[Order],
+        executions: list[Execution],
+        among: Collection[str] | None,
+        moved: Collection[str],
+    ) -> None:
+        """Keep the items of the symbols of ``among`` (all when None) not in ``moved``."""
+        self.positions += _agreed(positions, among, moved)
+        self.orders += _agreed(orders, among, moved)
+        # Each symbol's executions come from one round, in the venue's order.
+        self.executions += _agreed(executions, among, moved)
+
+
+def _agreed(items: Iterable[_S], among: Collection[str] | None, moved: Collection[str]) -> list[_S]:
+    return [i for i in items if (among is None or i.symbol in among) and i.symbol not in moved]
 
 
 async def _read(
@@ -65,3 +110,19 @@ def _same(a: list[BrokerPosition] | list[Order], b: list[BrokerPosition] | list[
         return True  # the very same objects (a venue that hands out what it holds)
     key = msgspec.json.encode
     return sorted(map(key, a)) == sorted(map(key, b))
+
+
+def _moved(
+    a: list[BrokerPosition] | list[Order],
+    b: list[BrokerPosition] | list[Order],
+    among: Collection[str] | None,
+) -> set[str]:
+    """Return the symbols (of ``among``; all when None) whose items differ between reads."""
+    key = msgspec.json.encode
+    before: defaultdict[str, list[bytes]] = defaultdict(list)
+    after: defaultdict[str, list[bytes]] = defaultdict(list)
+    for read, into in ((a, before), (b, after)):
+        for item in read:
+            if among is None or item.symbol in among:
+                into[item.symbol].append(key(item))
+    return {s for s in before.keys() | after.keys() if sorted(before[s]) != sorted(after[s])}
