@@ -40,13 +40,13 @@ _sqlite.SqliteStore.commit = _commit_without_executions
 '''
 
 
-def test_a_campaign_of_25_kills_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    result = run_campaign(ChaosOptions(kills=25, seed=11, workdir=tmp_path / "chaos"))
+def test_a_campaign_of_15_kills_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    result = run_campaign(ChaosOptions(kills=15, seed=11, workdir=tmp_path / "chaos"))
 
-    assert result.kills == 25
+    assert result.kills == 15
     assert all(result.targeted_kills[name] >= 1 for name in FAILPOINTS), result.targeted_kills
-    assert result.restarts == 25
-    assert result.checks >= 20  # a failpoint may kill a boot before its check
+    assert result.restarts == 15
+    assert result.checks >= 11  # a failpoint may kill a boot before its check
     assert result.executions > 0
     assert {name: getattr(result, name) for name in VIOLATIONS} == dict.fromkeys(VIOLATIONS, 0), (
         result.violations
