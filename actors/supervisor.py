@@ -124,38 +124,11 @@ class SupervisorActor(Actor[RunRecovery]):
         critical: list[str] = []
         try:
             since = self._since()  # once: the replay moves the actors' marks on
-            positions, orders, executions = await self._fetch_truth(since, symbols)
-            unseen = await self._unseen(executions)
-            mine = {ex.exec_id for ex in unseen if self._ours(ex)}  # before any is applied
+            read = await self._read(since, symbols)
             if dry_run:
-                replay = _Replay(replayed=len(mine))
+                replay = _Replay(replayed=len(read.mine))
             else:
-                # A periodic run leaves hand trades to the stream and to its confirmation
-                # rule (they may be racing the stream); boot, reconnect and manual book them.
-                hands = mode != "periodic"
-                replay = await self._replay(unseen, mine, critical, hands)
-                fresh = replay.applied
-                for _ in range(CONSISTENT_READS):
-                    if not fresh:
-                        break
-                    # Read again, as consistently: a fill that landed while the replay
-                    # ran is in the positions now, so it is replayed too (healed over
-                    # instead, it would count twice when its execution streams in), and
-                    # a periodic run's replay moved stops at the broker.
-                    positions, orders, executions = await self._fetch_truth(since, symbols)
-                    known = {ex.exec_id for ex in unseen}
-                    more = [ex for ex in await self._unseen(executions) if ex.exec_id not in known]
-                    mine |= {ex.exec_id for ex in more if self._ours(ex)}
-                    unseen = sorted(unseen + more, key=lambda e: (e.ts, e.exec_id))
-                    again = await self._replay(more, mine, critical, hands)
-                    replay.merge(again)
-                    fresh = again.applied
-                # Still landing: the last read holds every fill replayed, so a boot,
-                # reconnect or restart heals on it (its replay moved no stop). In a
-                # periodic run a symbol with a fill just replayed is not quiet, so it
-                # heals nothing this time (``_should_heal``).
-                if fresh:
-                    _log.warning("fills kept landing while they were replayed (%s run)", mode)
+                replay = await self._replay_all(read, since, symbols, critical, mode)
         except BrokerError as exc:
             critical.append(f"broker unreachable: {exc}")
             took = round(self.wall.monotonic() - t0, 6)
@@ -165,8 +138,14 @@ class SupervisorActor(Actor[RunRecovery]):
             await self._publish(report)
             return report
         verify = self.reports_positions
-        ours = [ex for ex in unseen if ex.exec_id in mine]
-        booked = mine | replay.applied
+        positions, orders, executions, unseen = (
+            read.positions,
+            read.orders,
+            read.executions,
+            read.unseen,
+        )
+        ours = [ex for ex in unseen if ex.exec_id in read.mine]
+        booked = read.mine | replay.applied
         foreign = [ex for ex in unseen if ex.exec_id not in booked]
         by_symbol = {p.symbol: p for p in positions if p.qty != 0}
         for symbol in sorted(set(by_symbol) - set(self.actors)):
@@ -236,11 +215,62 @@ class SupervisorActor(Actor[RunRecovery]):
         await self._publish(report)
         return report
 
-    async def _fetch_truth(
-        self, since: datetime, symbols: tuple[str, ...]
-    ) -> tuple[list[BrokerPosition], list[Order], list[Execution]]:
-        """Read the broker's truth of ``symbols`` (all when empty) as ``read_truth`` does."""
-        return await read_truth(self._truth, self._executions_since, since, symbols)
+    async def _read(self, since: datetime, symbols: tuple[str, ...]) -> _Read:
+        """Read the broker's truth of ``symbols`` (all when empty) as ``read_truth`` does.
+
+        Our executions are told from hand trades now, before any is applied.
+        """
+        positions, orders, executions = await read_truth(
+            self._truth, self._executions_since, since, symbols
+        )
+        unseen = await self._unseen(executions)
+        mine = {ex.exec_id for ex in unseen if self._ours(ex)}
+        return _Read(positions, orders, executions, unseen, mine)
+
+    async def _replay_all(
+        self,
+        read: _Read,
+        since: datetime,
+        symbols: tuple[str, ...],
+        critical: list[str],
+        mode: str,
+    ) -> _Replay:
+        """Replay what ``read`` holds unseen, then read again while the replay brought fills.
+
+        A fill that landed while the replay ran is in the positions of the next
+        read (as consistent as the first), so it is replayed too: healed over
+        instead, it would count twice when its execution streams in. A periodic
+        run's replay also moved stops at the broker, which the next read sees.
+        ``read`` is left holding the last read, with every execution replayed.
+        """
+        # A periodic run leaves hand trades to the stream and to its confirmation
+        # rule (they may be racing the stream); boot, reconnect and manual book them.
+        hands = mode != "periodic"
+        replay = await self._replay(read.unseen, read.mine, critical, hands)
+        fresh = replay.applied
+        for _ in range(CONSISTENT_READS):
+            if not fresh:
+                return replay
+            again = await self._read(since, symbols)
+            known = {ex.exec_id for ex in read.unseen}
+            more = [ex for ex in again.unseen if ex.exec_id not in known]
+            read.positions, read.orders, read.executions = (
+                again.positions,
+                again.orders,
+                again.executions,
+            )
+            read.mine |= {ex.exec_id for ex in more if ex.exec_id in again.mine}
+            read.unseen = sorted(read.unseen + more, key=lambda e: (e.ts, e.exec_id))
+            later = await self._replay(more, read.mine, critical, hands)
+            replay.merge(later)
+            fresh = later.applied
+        if fresh:
+            # Still landing: the last read holds every fill replayed, so a boot,
+            # reconnect or restart heals on it (its replay moved no stop). In a
+            # periodic run a symbol with a fill just replayed is not quiet, so it
+            # heals nothing this time (``_should_heal``).
+            _log.warning("fills kept landing while they were replayed (%s run)", mode)
+        return replay
 
     @property
     def reports_positions(self) -> bool:
@@ -454,6 +484,17 @@ def _orphan_outcome(position: BrokerPosition) -> ReconcileOutcome:
         broker_avg=position.avg_price,
         unprotected=True,
     )
+
+
+@dataclass
+class _Read:
+    """One consistent read of the broker's truth, and which of its executions are new."""
+
+    positions: list[BrokerPosition]
+    orders: list[Order]
+    executions: list[Execution]
+    unseen: list[Execution]  # not in the store, oldest first
+    mine: set[str]  # exec ids of the unseen that fill orders of ours (not hand trades)
 
 
 @dataclass
