@@ -39,6 +39,9 @@ class Book:
         self.fills: list[Execution] = []
         self.reads = 0
         self.before: dict[int, Callable[[], None]] = {}
+        # Run between the positions request and the orders request of read n (a venue
+        # answers them separately, so a fill can land in between).
+        self.between: dict[int, Callable[[], None]] = {}
 
     def sell(self, symbol: str, qty: float) -> None:
         n = len(self.fills) + 1
@@ -66,6 +69,9 @@ class Book:
     async def truth(self) -> tuple[list[BrokerPosition], list[Order]]:
         self._tick()
         positions = [BrokerPosition(s, q, 10.0) for s, q in self.held.items() if q]
+        step = self.between.pop(self.reads - 1, None)
+        if step is not None:
+            step()
         orders = [
             Order(
                 f"S-{s}",
@@ -196,3 +202,32 @@ async def test_a_one_symbol_read_ignores_the_rest_of_the_book() -> None:
 
     assert book.reads == 3
     assert (held(positions), stops(orders), executions) == ({"AAA": 100.0}, {"AAA": 100.0}, [])
+
+
+async def test_a_symbol_settled_early_takes_no_later_rounds_executions() -> None:
+    """BBB agrees in the first round and then sells before the second executions read:
+    its first-round position (100) must not be paired with that later sale."""
+    book = Book({"AAA": 100.0, "BBB": 100.0})
+    book.before[2] = lambda: book.sell("AAA", 10.0)
+    book.before[3] = lambda: book.sell("BBB", 20.0)
+
+    positions, _orders, executions = await read_truth(book.truth, book.executions_since, T0, ())
+
+    assert held(positions) == {"AAA": 90.0, "BBB": 100.0}
+    assert sold(executions) == {"AAA": 10.0}
+
+
+async def test_orders_moving_alone_are_read_again() -> None:
+    """AAA's stop fills after the second read's positions request and before its orders
+    request: the positions agree, the orders do not, so AAA is read again and settles
+    flat with the stop's execution (a round later still: the second read's positions
+    held the 100 the third read no longer holds)."""
+    book = Book({"AAA": 100.0, "BBB": 50.0})
+    book.between[2] = lambda: book.sell("AAA", 100.0)
+
+    positions, orders, executions = await read_truth(book.truth, book.executions_since, T0, ())
+
+    assert book.reads == 7
+    assert held(positions) == {"BBB": 50.0}
+    assert stops(orders) == {"BBB": 50.0}
+    assert sold(executions) == {"AAA": 100.0}
