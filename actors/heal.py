@@ -363,14 +363,30 @@ async def _protect(actor: PositionActor, msg: Reconcile, price: float | None) ->
     if intent is None:
         return []
     await actor._commit(state, writes)
+    cid = intent.client_order_id
     order = await actor.desk.send(intent)
+    if order is not None:
+        actor._alert(
+            "unprotected",
+            Severity.WARNING,
+            f"stop was missing at the broker: restored {cid} @ {price}",
+        )
+        return [f"stop restored @ {price}"]
+    # Not at the broker: refused (the desk dropped the intent), or not sent (the
+    # intent waits, settled and tried again by the next run). Either way the
+    # position has no stop now, and that is not a restore.
+    why = (
+        "the broker refused it"
+        if actor.state.intent(cid) is None
+        else "not sent (broker error); tried again by the next reconciliation"
+    )
     actor._alert(
         "unprotected",
-        Severity.WARNING,
-        f"stop was missing at the broker: restored {intent.client_order_id} @ {price}"
-        + ("" if order is not None else " (send failed; pending)"),
+        Severity.CRITICAL,
+        f"position {actor.state.qty} has no stop at the broker: restoring {cid} @ {price} "
+        f"failed: {why}",
     )
-    return [f"stop restored @ {price}"]
+    return [f"stop restore failed @ {price}: {why}"]
 
 
 def _set_unverified(actor: PositionActor, unverified: bool) -> None:

@@ -16,8 +16,16 @@ import pytest
 
 from actors.findings import own_prefix
 from actors.state import ExitReason, Mode, Origin
-from brokers.base import OrderRequest, OrderType, Side
-from brokers.sim import read_book
+from brokers.base import (
+    BrokerError,
+    BrokerUnavailable,
+    Order,
+    OrderRejected,
+    OrderRequest,
+    OrderType,
+    Side,
+)
+from brokers.sim import SimBroker, read_book
 from runtime.alerts import Severity
 from runtime.app import App
 from runtime.clock import VirtualClock
@@ -194,6 +202,60 @@ async def test_unprotected_stop_is_restored_once_not_twice_across_two_restarts(
     after = stored(state)
     assert after.stop is not None
     assert after.stop.order_id == resting[0].order_id
+
+
+class _StopsRefused(SimBroker):
+    """The sim venue refusing stop orders with ``refusal`` (a hand sell limit holding the
+    shares: Alpaca's 403 'insufficient qty available'), or failing to take them."""
+
+    refusal: type[BrokerError] | None = None
+
+    async def submit(self, request: OrderRequest) -> Order:
+        if self.refusal is not None and request.type is OrderType.STOP:
+            raise self.refusal(
+                "insufficient qty available for order (requested: 100, available: 0)"
+            )
+        return await super().submit(request)
+
+
+@pytest.mark.parametrize("refusal", [OrderRejected, BrokerUnavailable])
+async def test_a_stop_restore_the_broker_does_not_take_is_reported_unprotected_not_restored(
+    tmp_path: Path, refusal: type[BrokerError]
+) -> None:
+    """The stop was canceled by hand while the trader was down, and the broker refuses
+    (or the network loses) the restore: the position has no stop, so the report says
+    unprotected as a critical issue with a CRITICAL alert, not 'stop restored'. Once
+    the broker takes stops again, the next boot restores it."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    async with outside(config, state) as venue:
+        (stop,) = await stops(venue)
+        await venue.hand_cancel(stop.order_id)
+
+    refusing = await open_venue_as(_StopsRefused, config, state, VirtualClock())
+    refusing.refusal = refusal
+    async with Trader(config, state, refusing) as trader:
+        resting = await stops(refusing)
+    report = reports(state)[-1]
+
+    assert resting == []
+    assert report["unprotected"] == [SYMBOL]
+    assert f"unprotected {SYMBOL}" in report["critical_issues"]
+    details = [a["detail"] for a in report["actions"] if a["action"] == "stop"]
+    assert len(details) == 1
+    assert "restore failed" in details[0]
+    assert not any("restored" in d for d in details)
+    assert [a.severity for a in trader.alerts if a.kind == "unprotected"] == [Severity.CRITICAL]
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue):
+        (restored,) = await stops(venue)
+    again = reports(state)[-1]
+    assert restored.qty == 100.0
+    assert restored.stop_price == stop.stop_price
+    assert again["critical_issues"] == []
+    assert any("stop restored" in a["detail"] for a in again["actions"])
 
 
 async def test_hand_sell_then_our_stop_while_down_are_booked_in_the_order_they_happened(
