@@ -46,7 +46,7 @@ from actors.report import RecoveryReport, build_report
 from actors.state import IntentKind
 from actors.truth import CONSISTENT_READS, read_truth
 from brokers.base import BrokerError, BrokerPosition, Execution, Order
-from persistence.protocol import PutReport, ReportRow, Store
+from persistence.protocol import PutReport, ReportRow, Store, StoreWriteError
 from runtime.actor import Actor
 from runtime.alerts import Alert, AlertSink, Severity
 from runtime.clock import Clock
@@ -118,9 +118,39 @@ class SupervisorActor(Actor[RunRecovery]):
     async def recover(
         self, mode: str, *, dry_run: bool = False, symbols: tuple[str, ...] = ()
     ) -> RecoveryReport:
-        """Run one recovery (see the module docstring); ``symbols`` limits it to those."""
+        """Run one recovery (see the module docstring); ``symbols`` limits it to those.
+
+        A run that fails on anything (a query failed, a broker answer that does not
+        parse, a bug) reports itself as not reconciled (``broker_reachable`` False,
+        the error among the critical issues): its callers retry as for a broker
+        that is down, and the tasks that run it (router, periodic, restarts) live on.
+        """
         started = self.wall.now()
         t0 = self.wall.monotonic()
+        try:
+            return await self._run(mode, dry_run, symbols, started, t0)
+        except Exception as exc:
+            _log.exception("%s recovery failed", mode)
+            return await self._failed(mode, dry_run, started, t0, f"recovery failed: {exc!r}")
+
+    async def _failed(
+        self, mode: str, dry_run: bool, started: datetime, t0: float, why: str
+    ) -> RecoveryReport:
+        took = round(self.wall.monotonic() - t0, 6)
+        report = build_report(
+            mode, dry_run, started, [], 0, [why], False, duration_s=took, fill_waits=set()
+        )
+        await self._publish(report)
+        return report
+
+    async def _run(
+        self,
+        mode: str,
+        dry_run: bool,
+        symbols: tuple[str, ...],
+        started: datetime,
+        t0: float,
+    ) -> RecoveryReport:
         critical: list[str] = []
         try:
             since = self._since()  # once: the replay moves the actors' marks on
@@ -130,13 +160,7 @@ class SupervisorActor(Actor[RunRecovery]):
             else:
                 replay = await self._replay_all(read, since, symbols, critical, mode)
         except BrokerError as exc:
-            critical.append(f"broker unreachable: {exc}")
-            took = round(self.wall.monotonic() - t0, 6)
-            report = build_report(
-                mode, dry_run, started, [], 0, critical, False, duration_s=took, fill_waits=set()
-            )
-            await self._publish(report)
-            return report
+            return await self._failed(mode, dry_run, started, t0, f"broker unreachable: {exc}")
         verify = self.reports_positions
         positions, orders, executions, unseen = (
             read.positions,
@@ -434,7 +458,20 @@ class SupervisorActor(Actor[RunRecovery]):
             )
         if not report.dry_run:
             row = ReportRow(at=report.started_at, mode=report.mode, body=body)
-            await self.store.commit([PutReport(row)])
+            try:
+                await self.store.commit([PutReport(row)])
+            except StoreWriteError as exc:
+                # History only: the run's heals were committed by their actors, and the
+                # report is in the log above. Losing the row must not fail the run.
+                _log.error("reconciliation report of %s not stored: %s", report.started_at, exc)
+                self.alert(
+                    Alert(
+                        kind="store",
+                        severity=Severity.WARNING,
+                        message=f"reconciliation report not stored: {exc}",
+                        at=self.wall.now(),
+                    )
+                )
 
 
 _T = TypeVar("_T", Order, Execution)

@@ -192,14 +192,20 @@ class BlindVenue(SimBroker):
 
 
 class FlakyVenue(SimBroker):
-    """The sim venue whose next ``failures`` position queries fail (a broker API hiccup)."""
+    """The sim venue whose next ``failures`` position queries fail (a broker API hiccup),
+    and whose next ``garbled`` ones raise what an adapter's parser would on an answer it
+    cannot read (not a ``BrokerError``: a bug's or a malformed answer's error)."""
 
     failures = 0
+    garbled = 0
 
     async def positions(self) -> list[BrokerPosition]:
         if self.failures > 0:
             self.failures -= 1
             raise BrokerUnavailable("positions: 503 service unavailable (test control)")
+        if self.garbled > 0:
+            self.garbled -= 1
+            raise ValueError("position qty 'n/a' is not a number (test control)")
         return await super().positions()
 
 

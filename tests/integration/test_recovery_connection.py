@@ -230,3 +230,49 @@ async def test_a_boot_whose_recovery_fails_trades_nothing_until_a_retry_reconcil
     ]
     assert ("degraded", Severity.CRITICAL) in kinds
     assert kinds.index(("degraded", Severity.CRITICAL)) < kinds.index(("degraded", Severity.INFO))
+
+
+async def test_a_recovery_that_fails_on_an_unexpected_error_is_retried_not_fatal(
+    tmp_path: Path,
+) -> None:
+    """The broker's position answer does not parse (an error that is not a BrokerError)
+    at boot and again in a periodic run. Each run reports itself as not reconciled,
+    with the error; boot degrades and the router's retry reconciles; the periodic task
+    lives on and its next run reconciles. (Before, the error crashed the task that ran
+    the recovery: the router or the periodic reconciliation was gone for the session.)"""
+    _, config = write_profile(tmp_path, periodic_s=60.0)
+    state = tmp_path / "state"
+    await holding(config, state)
+    runs = len(reports(state))
+    wall = TimerClock()
+    venue = await open_venue_as(FlakyVenue, config, state, VirtualClock())
+    venue.garbled = 1
+    async with Trader(config, state, venue, wall=wall) as trader:
+        await until(lambda: not trader.app.degraded, "the router's retry to reconcile")
+        booted = reports(state)[runs:]
+        assert [(r["mode"], r["broker_reachable"]) for r in booted] == [
+            ("boot", False),
+            ("reconnect", True),
+        ]
+        assert "ValueError" in booted[0]["critical_issues"][0]
+
+        async def periodic() -> dict[str, Any]:
+            count = len(reports(state))
+            await until(lambda: wall.asleep[60.0] > 0, "the periodic timer armed")
+            await wall.advance(60.0)
+            await until(lambda: len(reports(state)) > count, "a periodic run")
+            report: dict[str, Any] = reports(state)[-1]
+            assert report["mode"] == "periodic"
+            return report
+
+        venue.garbled = 1
+        failed = await periodic()
+        assert not failed["broker_reachable"]
+        assert "recovery failed: ValueError" in failed["critical_issues"][0]
+        again = await periodic()
+        assert again["broker_reachable"]
+        assert again["critical_issues"] == []
+        assert not trader.app.degraded
+        assert [o.qty for o in await stops(venue)] == [100.0]
+        kinds = [(a.kind, a.severity) for a in trader.app.alerts]
+    assert ("task", Severity.CRITICAL) not in kinds, "no task died"
