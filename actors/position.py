@@ -571,6 +571,16 @@ class PositionActor(Actor[PositionMsg]):
             # did not fill) would open a position or add to the one past zero. One the
             # venue said filled rests no more: the rest of its fill is still to come.
             await self.desk.cancel_order_quietly(before.stop)
+        if (
+            external == "opened"
+            and self.ctx.orphan_policy == "flatten"
+            and act
+            and not replayed  # a replay's orphan is the heal's (``heal``), by the same policy
+            and self._may_trade(self.state)
+        ):
+            # Opened by hand while we watch, under a policy that holds nothing it did
+            # not open: closed now, as the boot's heal closes an orphan found there.
+            await self._flatten("flatten")
         return FillAck(exec_id=ex.exec_id, applied=True, external=external)
 
     def _may_trade(self, state: PositionState) -> bool:

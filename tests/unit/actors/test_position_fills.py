@@ -304,3 +304,35 @@ async def test_an_orphan_opened_against_the_entry_in_flight_takes_none_of_its_ta
         exits = [i for i in actor.state.intents if i.kind is not IntentKind.ENTRY]
         assert exits == [], "no exit on the long entry's targets"
         assert venue.submitted == 0
+
+
+@pytest.mark.parametrize("policy", ["flatten", "adopt", "manage"])
+async def test_a_position_opened_by_hand_while_running_follows_the_orphan_policy(
+    store: SqliteStore, policy: str
+) -> None:
+    """A hand buy of 30 streams in while the trader runs, flat here: an orphan. Under
+    ``flatten`` it is closed at once with a market exit (the boot's heal does the same
+    for one found at boot); ``adopt`` watches it and ``manage`` keeps it, sending
+    nothing. (``flatten`` used to be ignored here: the 30 sat until end of day.)"""
+    venue, alerts = InstantVenue(fill_market_orders=False), CountingAlerts()
+    venue.market_time = START
+    ctx = dataclasses.replace(context(store, venue, alerts=alerts), orphan_policy=policy)
+    hand_buy = Execution("H-1", "HO-1", "by-hand", SYMBOL, Side.BUY, 30.0, 100.0, START)
+    async with Supervisor(name="test") as sup:
+        actor = PositionActor(SYMBOL, ctx)
+        await sup.start(actor)
+
+        ack = await actor.ask(OnExecution(hand_buy))
+
+        assert isinstance(ack, FillAck)
+        assert ack.external == "opened"
+        assert actor.state.qty == 30.0
+        exits = [i for i in actor.state.intents if i.kind is IntentKind.EXIT]
+        if policy == "flatten":
+            (exit_,) = exits
+            assert (exit_.side, exit_.qty, exit_.reason) == (Side.SELL, 30.0, "flatten")
+            assert venue.submitted == 1
+        else:
+            assert exits == []
+            assert venue.submitted == 0
+        assert "orphan" in alerts.kinds
