@@ -69,14 +69,14 @@ def replays_hand_trade(state: PositionState, ex: Execution) -> bool:
 
 
 # Which hand trade a symbol's report names when a replay met several.
-EXTERNAL_RANK = {"reduced": 0, "closed": 1, "opened": 2}
+EXTERNAL_RANK = {"added": 0, "reduced": 0, "closed": 1, "opened": 2}
 
 
 def external_kind(before: PositionState, applied: model.Applied, ex: Execution) -> str | None:
     """Return what a fill of an order unknown to ``before`` did, or None for a known order.
 
     ``opened``: it opened (or, crossing zero, flipped) a position; ``closed``: it
-    closed the one held; ``reduced``: it took part of it.
+    closed the one held; ``reduced``: it took part of it; ``added``: it added to it.
     """
     if before.intent(ex.client_order_id) is not None:
         return None
@@ -86,6 +86,8 @@ def external_kind(before: PositionState, applied: model.Applied, ex: Execution) 
         return "closed"
     if applied.partial is not None:
         return "reduced"
+    if abs(applied.state.qty) > abs(before.qty):
+        return "added"
     return None
 
 
@@ -99,10 +101,10 @@ def label_external(
     """
     if external is None or outcome.finding != "ok":
         return outcome
-    finding = {"opened": "orphan", "reduced": "drift"}.get(external, "zombie")
+    finding = {"opened": "orphan", "reduced": "drift", "added": "drift"}.get(external, "zombie")
     action = f"replayed external fill ({external})"
     local_qty, local_avg = outcome.local_qty, outcome.local_avg
-    if external == "reduced" and held is not None:
+    if external in ("reduced", "added") and held is not None:
         local_qty, local_avg = held
     return msgspec.structs.replace(
         outcome,

@@ -530,11 +530,12 @@ class PositionActor(Actor[PositionMsg]):
                 Severity.WARNING,
                 f"fill {ex.exec_id} of an unknown order closed the position @ {ex.price}",
             )
-        elif external == "reduced":
+        elif external in ("reduced", "added"):
             self._alert(
                 "drift",
                 Severity.WARNING,
-                f"fill {ex.exec_id} of an unknown order reduced the position to {state.qty}",
+                f"fill {ex.exec_id} of an unknown order {external} {ex.side.value} {ex.qty} "
+                f"@ {ex.price}: the position is {before.qty} -> {state.qty}",
             )
         if unprotected and not replayed:  # a replay's heal says it for the symbol
             self._alert(

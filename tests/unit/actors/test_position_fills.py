@@ -24,6 +24,7 @@ from actors.state import SCHEMA_VERSION, IntentKind, PositionState
 from bench._world import ACCOUNT, DAY, CountingAlerts, InstantVenue, context
 from brokers.base import Bar, Execution, Side
 from persistence import PutExecution, SnapshotRow, SqliteStore, open_store
+from runtime.alerts import Alert, Severity
 from runtime.clock import TradingCalendar
 from runtime.supervision import Supervisor
 
@@ -336,3 +337,38 @@ async def test_a_position_opened_by_hand_while_running_follows_the_orphan_policy
             assert exits == []
             assert venue.submitted == 0
         assert "orphan" in alerts.kinds
+
+
+async def test_a_hand_buy_adding_to_our_long_is_a_drift_alert_not_silent(
+    store: SqliteStore,
+) -> None:
+    """Long 30 from our entry (its stop placed); a hand buy of 50 streams in: the stop
+    grows to cover the 80 held, and a drift alert names the fill and both quantities
+    (it used to be absorbed without a word, the strategy trading the hand's shares)."""
+    venue = InstantVenue()
+    venue.market_time = START
+    said: list[Alert] = []
+    state = _entry_in_flight(30.0)
+    row = SnapshotRow(
+        SYMBOL, encode_snapshot(state, BarRing(SYMBOL, 240)), SCHEMA_VERSION, state.seq, START
+    )
+    ctx = dataclasses.replace(context(store, venue), alert=said.append)
+    async with Supervisor(name="test") as sup:
+        actor = PositionActor(SYMBOL, ctx, row)
+        await sup.start(actor)
+        await actor.ask(OnExecution(_fill(actor, "X-1", 30.0)))
+        assert actor.state.stop is not None
+        before = len(said)
+
+        hand = Execution("H-1", "HO-1", "by-hand", SYMBOL, Side.BUY, 50.0, 100.5, START)
+        ack = await actor.ask(OnExecution(hand))
+
+        assert isinstance(ack, FillAck)
+        assert ack.external == "added"
+        assert actor.state.qty == 80.0
+        assert actor.state.stop is not None
+        assert actor.state.stop.qty == 80.0
+        (drift,) = said[before:]
+        assert (drift.kind, drift.severity) == ("drift", Severity.WARNING)
+        assert "H-1" in drift.message
+        assert "30.0 -> 80.0" in drift.message
