@@ -107,6 +107,9 @@ class PositionContext:
     # back from the checkpoint and must be reconciled with the broker again.
     restarted: Callable[[str], None] | None = None
     orphan_policy: str = "adopt"  # adopt (watch only), manage, flatten
+    # Told of every execution once it is committed, with the state it made (the MQTT
+    # bridge's ``fills``); must not block.
+    filled: Callable[[Execution, PositionState], None] | None = None
 
 
 class PositionActor(Actor[PositionMsg]):
@@ -517,6 +520,8 @@ class PositionActor(Actor[PositionMsg]):
         failpoint("after_fill_before_commit")
         if not await self._commit(state, writes):
             return FillAck(exec_id=ex.exec_id, applied=False)
+        if self.ctx.filled is not None:
+            self.ctx.filled(ex, self.state)
         if external == "opened":
             self._alert(
                 "orphan",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -46,9 +47,11 @@ from persistence.protocol import PutSession, SessionRow, SnapshotRow, StoreWrite
 from runtime.actor import ActorStopped, Lifecycle
 from runtime.alerts import Alert, AlertSink, Severity, log_alert
 from runtime.clock import Clock, FunctionClock, RealClock
+from runtime.commands import fill_payload, publish_state, run_command
 from runtime.config import Config, WatchItem
 from runtime.failpoint import failpoint
 from runtime.heap import BootHeap
+from runtime.mqtt import CommandError, MqttBridge, MqttSettings
 from runtime.runstate import RunState, write_run_state
 from runtime.status import day_totals
 from runtime.supervision import Supervisor
@@ -147,6 +150,11 @@ class App:
     # healed over with the stale quantity (a reconnect's run holds all, in the router).
     _held: dict[str, list[Bar | Execution | OrderUpdate]] = field(default_factory=dict)
     _spawn_actor: Callable[[str], Awaitable[PositionActor]] | None = None
+    paused: bool = False  # by the operator (``pause``): the strategy acts on nothing
+    bridge: MqttBridge | None = None  # the MQTT bridge, when ``[mqtt]`` is enabled
+    # Every event, held back while an operator's reconcile runs (as the router holds
+    # them during a reconnect's run, by not reading): delivered in order after it.
+    _hold_all: list[Bar | Execution | OrderUpdate] | None = None
     _session_written: SessionRow | None = None  # the sessions row as last committed
 
     def _confirmed(self, symbol: str, opened_at: datetime) -> bool:
@@ -157,6 +165,84 @@ class App:
         self.alerts.append(alert)
         del self.alerts[:-200]
         self.alert_sink(alert)
+        if self.bridge is not None:
+            self.bridge.alert(alert)
+
+    def pause(self) -> None:
+        """Stop the strategy acting (``pause``); the stops stay at the broker."""
+        if not self.paused:
+            self.paused = True
+            self._suspend_all()
+            self.alert(Alert("paused", Severity.WARNING, "paused by the operator", self.wall.now()))
+
+    def resume(self) -> None:
+        """Let the strategy act again (``resume``); a degraded trader resumes once reconciled."""
+        if self.paused:
+            self.paused = False
+            if not self.degraded:
+                self._resume_all()
+            self.alert(Alert("paused", Severity.INFO, "resumed by the operator", self.wall.now()))
+
+    def _suspend_all(self) -> None:
+        for actor in self.actors.values():
+            if actor.lifecycle is Lifecycle.RUNNING:
+                actor.suspend()
+
+    def _resume_all(self) -> None:
+        for actor in self.actors.values():
+            if actor.lifecycle is Lifecycle.SUSPENDED:
+                actor.resume()
+
+    def status_payload(self) -> dict[str, object]:
+        """Return the retained MQTT ``status``: what the trader is doing now."""
+        state = "degraded" if self.degraded else "paused" if self.paused else "running"
+        broker = self.broker
+        return {
+            "state": state,
+            "paused": self.paused,
+            "degraded": self.degraded,
+            "account": broker.account_id if broker is not None else None,
+            "pid": os.getpid(),
+            "at": self.wall.now().isoformat(),
+            "market_time": broker.now().isoformat() if broker is not None else None,
+            "open_positions": sum(1 for a in self.actors.values() if not a.state.is_flat),
+        }
+
+    async def reconcile_now(self) -> RecoveryReport:
+        """Run a manual recovery while the trader runs (the operator's ``reconcile``).
+
+        Every event is held back while it runs and delivered in order after it,
+        so the run's heal is not raced by the stream. Refused (``CommandError``)
+        while degraded or before the supervisor exists: the reconnect's run is
+        the one that reconciles then.
+        """
+        supervisor = self.supervisor
+        if supervisor is None or self._spawn_actor is None:
+            raise CommandError("the trader is not running yet")
+        if self.degraded:
+            raise CommandError("degraded: the reconnect's run reconciles once the broker is back")
+        if self._hold_all is not None:
+            raise CommandError("a reconcile is already running")
+        self._hold_all = []
+        try:
+            return await self._recover(supervisor, "manual")
+        finally:
+            held = self._hold_all
+            while held:  # the router may add while a delivery waits: those come after
+                event = held.pop(0)
+                restarting = self._held.get(_symbol_of(event))
+                if restarting is not None:  # its symbol's restart run holds it in turn
+                    restarting.append(event)
+                    continue
+                try:
+                    await self._deliver(event)
+                except ActorStopped as exc:
+                    _log.warning("event %s not delivered: %s", type(event).__name__, exc)
+            self._hold_all = None
+
+    def _filled(self, ex: Execution, state: PositionState) -> None:
+        if self.bridge is not None:
+            self.bridge.publish("fills", fill_payload(ex, state))
 
     async def reconcile_once(self, *, dry_run: bool) -> RecoveryReport:
         """Run one manual recovery (``stalwart reconcile``) and return its report.
@@ -185,6 +271,11 @@ class App:
             force_account=self.force_account,
             before_commit=lambda: failpoint("mid_checkpoint"),
         )
+        if cfg.mqtt.enabled and not once:
+            # Made before boot: its alerts and report wait in the bridge until it connects.
+            self.bridge = MqttBridge(
+                _mqtt_settings(cfg, broker.account_id), functools.partial(run_command, self)
+            )
         for finding in store.open_findings:
             self.alert(Alert("store", Severity.CRITICAL, finding, self.wall.now()))
         if not once:
@@ -199,6 +290,8 @@ class App:
                 alert=self.alert,
                 stop_timeout_s=cfg.runtime.stop_timeout_s,
             ) as sup:
+                if self.bridge is not None:
+                    sup.spawn(self.bridge.run(), name="mqtt")
                 ctx = PositionContext(
                     account=broker.account_id,
                     store=store,
@@ -215,6 +308,7 @@ class App:
                     read_only=self.read_only,
                     orphan_policy=cfg.recovery.orphan_policy.value,
                     confirmed=self._confirmed,
+                    filled=self._filled,
                     restarted=self._restarted,
                 )
 
@@ -242,6 +336,8 @@ class App:
                         return existing
                     actor = make(symbol)
                     await sup.start(actor)
+                    if self.paused or self.degraded:
+                        actor.suspend()
                     self.actors[symbol] = actor
                     return actor
 
@@ -307,9 +403,13 @@ class App:
                 sup.spawn(self._checkpoints(store, clock), name="checkpoints")
                 sup.spawn(self._periodic(supervisor, broker), name="periodic-reconcile")
                 sup.spawn(self._heartbeat(broker), name="heartbeat")
+                if self.bridge is not None:
+                    sup.spawn(publish_state(self, self.bridge), name="mqtt-state")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration_s)
                 _log.info("stopping: final checkpoint of %d actors", len(self.actors))
+                if self.bridge is not None:
+                    await self.bridge.close()
                 stragglers = await sup.shutdown()
                 if stragglers:
                     _log.warning("stragglers at shutdown: %s", ", ".join(stragglers))
@@ -389,15 +489,16 @@ class App:
     ) -> RecoveryReport:
         report = await supervisor.ask(RunRecovery(mode=mode, dry_run=dry_run, symbols=symbols))
         assert isinstance(report, RecoveryReport)
+        if self.bridge is not None:
+            self.bridge.publish("reports", report)
         return report
 
     def _set_degraded(self, degraded: bool, why: str) -> None:
         self.degraded = degraded
-        for actor in self.actors.values():
-            if degraded and actor.lifecycle is Lifecycle.RUNNING:
-                actor.suspend()
-            elif not degraded and actor.lifecycle is Lifecycle.SUSPENDED:
-                actor.resume()
+        if degraded:
+            self._suspend_all()
+        elif not self.paused:  # a pause outlasts the disconnect
+            self._resume_all()
         severity = Severity.CRITICAL if degraded else Severity.INFO
         self.alert(Alert("degraded", severity, why, self.wall.now()))
 
@@ -410,7 +511,9 @@ class App:
                 match event:
                     case Bar() | Execution() | OrderUpdate():
                         held = self._held.get(_symbol_of(event))
-                        if held is not None:
+                        if self._hold_all is not None:
+                            self._hold_all.append(event)  # an operator's reconcile: after it
+                        elif held is not None:
                             held.append(event)  # its symbol's restart run: after it
                         else:
                             await self._deliver(event)
@@ -556,6 +659,22 @@ class App:
                 market_time=broker.now(),
             ),
         )
+
+
+def _mqtt_settings(cfg: Config, account: str) -> MqttSettings:
+    m = cfg.mqtt
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        prefix=m.prefix,
+        account=_safe(account),
+        tls=m.tls,
+        keepalive_s=m.keepalive_s,
+        reconnect_min_s=m.reconnect_min_s,
+        reconnect_max_s=m.reconnect_max_s,
+        publish_interval_s=m.publish_interval_s,
+        queue_size=m.queue_size,
+    )
 
 
 def _safe(account: str) -> str:

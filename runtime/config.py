@@ -23,6 +23,7 @@ __all__ = [
     "CalendarConfig",
     "Config",
     "ConfigError",
+    "MqttConfig",
     "OrphanPolicy",
     "RecoveryConfig",
     "RuntimeConfig",
@@ -129,6 +130,25 @@ class RecoveryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, f
     executions_margin_s: float = 3600.0
 
 
+class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """The MQTT bridge (``runtime.mqtt``): off unless enabled; trading never depends on it.
+
+    The username and password come from the environment only
+    (``STALWART_MQTT_USERNAME``, ``STALWART_MQTT_PASSWORD``).
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "stalwart"
+    tls: bool = False
+    keepalive_s: int = 30
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    publish_interval_s: float = 1.0
+    queue_size: int = 10_000
+
+
 class WatchItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     symbol: str
     resistance: float | None = None
@@ -145,6 +165,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
     calendar: CalendarConfig = msgspec.field(default_factory=CalendarConfig)
     strategy: StrategyConfig = msgspec.field(default_factory=StrategyConfig)
     recovery: RecoveryConfig = msgspec.field(default_factory=RecoveryConfig)
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
     watchlist: list[WatchItem] = msgspec.field(default_factory=_default_watchlist)
 
 
@@ -166,6 +187,10 @@ def _check(config: Config) -> None:
         "$.recovery.confirm_runs": config.recovery.confirm_runs,
         "$.recovery.connect_tries": config.recovery.connect_tries,
         "$.broker.alpaca.reconnect_min_s": config.broker.alpaca.reconnect_min_s,
+        "$.mqtt.keepalive_s": config.mqtt.keepalive_s,
+        "$.mqtt.reconnect_min_s": config.mqtt.reconnect_min_s,
+        "$.mqtt.publish_interval_s": config.mqtt.publish_interval_s,
+        "$.mqtt.queue_size": config.mqtt.queue_size,
     }
     for path, value in positive.items():
         if not value > 0:
@@ -175,6 +200,7 @@ def _check(config: Config) -> None:
         raise ValueError("$.broker.alpaca.reconnect_max_s: must be >= reconnect_min_s")
     if alpaca.feed not in ("iex", "sip"):
         raise ValueError(f"$.broker.alpaca.feed: expected iex or sip, got {alpaca.feed!r}")
+    _check_mqtt(config.mqtt)
     if not config.watchlist:
         raise ValueError("$.watchlist: at least one symbol is required")
     seen: set[str] = set()
@@ -196,6 +222,23 @@ def _check(config: Config) -> None:
         raise ValueError(
             f"$.calendar.timezone: unknown timezone {config.calendar.timezone!r}"
         ) from exc
+
+
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+def _check_mqtt(mqtt: MqttConfig) -> None:
+    if not 0 < mqtt.port < 65536:
+        raise ValueError(f"$.mqtt.port: must be 1-65535, got {mqtt.port!r}")
+    if not mqtt.host:
+        raise ValueError("$.mqtt.host: must not be empty")
+    if not _TOPIC_LEVEL.match(mqtt.prefix):
+        raise ValueError(
+            f"$.mqtt.prefix: {mqtt.prefix!r} is not a topic prefix (letters, digits, '_.-', "
+            "levels split by '/', no wildcards, no leading or trailing '/')"
+        )
+    if mqtt.reconnect_max_s < mqtt.reconnect_min_s:
+        raise ValueError("$.mqtt.reconnect_max_s: must be >= reconnect_min_s")
 
 
 def load_config(path: Path | None) -> Config:

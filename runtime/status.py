@@ -16,7 +16,7 @@ from persistence.protocol import SessionRow, Store
 from runtime.clock import Clock
 from runtime.runstate import read_run_state, session_state
 
-__all__ = ["day_totals", "find_store", "history_dict", "status_dict"]
+__all__ = ["day_totals", "find_store", "history_dict", "position_view", "status_dict"]
 
 
 def find_store(state_dir: Path) -> tuple[Path, str] | None:
@@ -49,6 +49,15 @@ def _attempts(state: PositionState) -> dict[str, int]:
 
 
 def _position(state: PositionState, bars: int, taken_at: datetime, now: datetime) -> dict[str, Any]:
+    return {
+        **position_view(state),
+        "bars": bars,
+        "checkpoint_age_s": round(max(0.0, (now - taken_at).total_seconds()), 3),
+    }
+
+
+def position_view(state: PositionState) -> dict[str, Any]:
+    """Return an open position as ``status --json`` (and MQTT's ``positions``) show it."""
     stop = state.stop
     return {
         "symbol": state.symbol,
@@ -71,8 +80,6 @@ def _position(state: PositionState, bars: int, taken_at: datetime, now: datetime
             for p in state.partials
         ],
         "attempts": _attempts(state),
-        "bars": bars,
-        "checkpoint_age_s": round(max(0.0, (now - taken_at).total_seconds()), 3),
     }
 
 
