@@ -110,6 +110,9 @@ class PositionContext:
     # Told of every execution once it is committed, with the state it made (the MQTT
     # bridge's ``fills``); must not block.
     filled: Callable[[Execution, PositionState], None] | None = None
+    # Whether the app holds every actor suspended (paused by the operator, or
+    # degraded): an actor that suspended itself does not resume itself then.
+    held_back: Callable[[], bool] | None = None
 
 
 class PositionActor(Actor[PositionMsg]):
@@ -345,8 +348,14 @@ class PositionActor(Actor[PositionMsg]):
                 await self.ctx.wall.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
         if suspended_here and self.lifecycle is Lifecycle.SUSPENDED:
-            self.resume()
-            self._alert("store", Severity.INFO, "store writable again; resumed")
+            held = self.ctx.held_back is not None and self.ctx.held_back()
+            if not held:  # else the app resumes it when it lets go
+                self.resume()
+            self._alert(
+                "store",
+                Severity.INFO,
+                "store writable again; " + ("still held by the app" if held else "resumed"),
+            )
         if result.duplicate_exec_ids and any(
             isinstance(w, PutExecution)
             and w.require_new

@@ -189,8 +189,9 @@ class App:
                 actor.suspend()
 
     def _resume_all(self) -> None:
-        for actor in self.actors.values():
-            if actor.lifecycle is Lifecycle.SUSPENDED:
+        for symbol, actor in self.actors.items():
+            # A restarted actor whose symbol is being reconciled resumes after its run.
+            if actor.lifecycle is Lifecycle.SUSPENDED and symbol not in self._held:
                 actor.resume()
 
     def status_payload(self) -> dict[str, object]:
@@ -309,6 +310,7 @@ class App:
                     orphan_policy=cfg.recovery.orphan_policy.value,
                     confirmed=self._confirmed,
                     filled=self._filled,
+                    held_back=lambda: self.paused or self.degraded,
                     restarted=self._restarted,
                 )
 
@@ -576,7 +578,11 @@ class App:
             await self.wall.sleep(delay)
             delay = min(delay * 2, 30.0)
         actor = self.actors.get(symbol)
-        if actor is not None and actor.lifecycle is Lifecycle.SUSPENDED and not self.degraded:
+        if (
+            actor is not None
+            and actor.lifecycle is Lifecycle.SUSPENDED
+            and not (self.degraded or self.paused)
+        ):
             actor.resume()
 
     async def _reconcile_reconnected(self, broker: Broker, supervisor: SupervisorActor) -> None:

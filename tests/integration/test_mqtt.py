@@ -19,6 +19,7 @@ import msgspec
 
 from brokers.base import Side
 from runtime.actor import Lifecycle
+from runtime.alerts import Severity
 from runtime.clock import VirtualClock
 from runtime.config import Config, MqttConfig
 from tests.integration.mqtt_kit import Heard, free_port, listening, mosquitto, send_command
@@ -267,3 +268,30 @@ async def test_a_killed_trader_is_shown_offline_by_its_last_will(tmp_path: Path)
             await asyncio.to_thread(proc.wait)
             log.close()
     assert last.topic == f"{base}/status"
+
+
+async def test_a_pause_outlasts_a_disconnect_and_its_reconciliation(tmp_path: Path) -> None:
+    """Paused by the operator, then the broker drops and comes back: the reconnect's
+    run reconciles but does not resume a paused trader; only ``resume`` does."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    clock = VirtualClock()
+    venue = await open_venue(config, state, clock)
+    async with Trader(config, state, venue) as trader:
+        app = trader.app
+        app.pause()
+        assert all(a.lifecycle is Lifecycle.SUSPENDED for a in app.actors.values())
+        runs = len(reports(state))
+        venue.refuse_connections(10.0)
+        await venue.drop_connection()
+        await until(lambda: app.degraded, "the trader to see the disconnect")
+        await clock.advance(10.0)
+        await until(lambda: not app.degraded, "reconnect recovery")
+        assert [r["mode"] for r in reports(state)[runs:]][-1] == "reconnect"
+        assert app.paused
+        assert all(a.lifecycle is Lifecycle.SUSPENDED for a in app.actors.values())
+        app.resume()
+        assert all(a.lifecycle is Lifecycle.RUNNING for a in app.actors.values())
+    kinds = [(a.kind, a.severity) for a in trader.alerts if a.kind == "paused"]
+    assert kinds == [("paused", Severity.WARNING), ("paused", Severity.INFO)]
