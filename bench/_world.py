@@ -273,6 +273,10 @@ class InstantVenue:
     def account_id(self) -> str:
         return ACCOUNT
 
+    @property
+    def venue_account(self) -> str | None:
+        return None
+
     def now(self) -> datetime:
         return self.market_time
 

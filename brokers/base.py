@@ -226,6 +226,12 @@ class Broker(Protocol):
     @property
     def account_id(self) -> str: ...
 
+    @property
+    def venue_account(self) -> str | None:
+        """Return the venue's own number of the account connected to (None: not known,
+        or the same as ``account_id``); the store binds to it at the first connect."""
+        ...
+
     def now(self) -> datetime:
         """Return the venue's market time (UTC); the wall clock for real brokers."""
         ...

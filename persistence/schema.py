@@ -138,7 +138,13 @@ _V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+_V3 = Migration(
+    3,
+    "the venue's own account number, bound at the first connect (a label may be shared)",
+    (f"ALTER TABLE {META_TABLE} ADD COLUMN venue_account TEXT",),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 

@@ -54,6 +54,7 @@ from persistence.protocol import (
     StoreWriteError,
     Write,
 )
+from persistence.schema import META_TABLE
 from persistence.writer import GroupCommitWriter
 
 __all__ = ["SqliteStore", "open_store"]
@@ -219,6 +220,36 @@ class SqliteStore:
         self._require_open()
         await self._writer.submit(quarantine_batch(symbol, reason, self._now()))
         _log.warning("store %s: snapshot of %s quarantined: %s", self._path, symbol, reason)
+
+    async def bind_venue_account(self, number: str, *, force: bool = False) -> None:
+        """Bind the store to the venue's own account number, or check it is the bound one.
+
+        The file is named after the broker's account label, which can stand for
+        more than one account (``alpaca-paper``: whichever the keys trade). The
+        first connect records the number; a later one with another raises
+        ``StoreError`` (its positions, history and attempt counts are another
+        account's), unless ``force`` rebinds it (the operator's explicit choice).
+        """
+        self._require_open()
+        ((bound,),) = await self._select(f"SELECT venue_account FROM {META_TABLE} WHERE id = 1")
+        if bound == number:
+            return
+        if bound is not None and not force:
+            raise StoreError(
+                f"store {self._path} belongs to venue account {bound}, but the broker now "
+                f"trades account {number}; use another state dir, or force_account to rebind"
+            )
+
+        def bind(conn: sqlite3.Connection) -> None:
+            conn.execute(f"UPDATE {META_TABLE} SET venue_account = ?", (number,))
+
+        await self._writer.call(bind)
+        if bound is None:
+            _log.info("store %s bound to venue account %s", self._path, number)
+        else:
+            _log.warning(
+                "store %s rebound from venue account %s to %s (forced)", self._path, bound, number
+            )
 
     async def backup(self, reason: str) -> Path:
         """Copy the store to ``<dir>/backups/<name>-<UTC timestamp>.db``; return its path.

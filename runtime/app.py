@@ -43,7 +43,13 @@ from brokers.base import (
     OrderUpdate,
 )
 from persistence import SqliteStore, open_store
-from persistence.protocol import PutSession, SessionRow, SnapshotRow, StoreWriteError
+from persistence.protocol import (
+    PutSession,
+    SessionRow,
+    SnapshotRow,
+    StoreError,
+    StoreWriteError,
+)
 from runtime.actor import ActorStopped, Lifecycle
 from runtime.alerts import Alert, AlertSink, Severity, log_alert
 from runtime.clock import Clock, FunctionClock, RealClock
@@ -155,6 +161,7 @@ class App:
     # Every event, held back while an operator's reconcile runs (as the router holds
     # them during a reconnect's run, by not reading): delivered in order after it.
     _hold_all: list[Bar | Execution | OrderUpdate] | None = None
+    _store: SqliteStore | None = None
     _session_written: SessionRow | None = None  # the sessions row as last committed
 
     def _confirmed(self, symbol: str, opened_at: datetime) -> bool:
@@ -272,6 +279,15 @@ class App:
             force_account=self.force_account,
             before_commit=lambda: failpoint("mid_checkpoint"),
         )
+        self._store = store
+        if connected:
+            try:
+                await self._bind_venue(store, broker)
+            except StoreError:  # another account's book: touch nothing, say so (exit 2)
+                await store.close()
+                with contextlib.suppress(Exception):
+                    await broker.close()
+                raise
         if cfg.mqtt.enabled and not once:
             # Made before boot: its alerts and report wait in the bridge until it connects.
             self.bridge = MqttBridge(
@@ -601,15 +617,35 @@ class App:
             except BrokerError as exc:
                 _log.warning("resubscribe after reconnect failed: %s", exc)
             else:
-                report = await self._recover(supervisor, "reconnect")
-                if report.broker_reachable:
-                    self._set_degraded(False, "broker reconnected and reconciled")
-                    return
+                # Another account's keys (a boot that could not connect checks here):
+                # no run, no trading on this store; degraded and alerted.
+                if await self._venue_checked(broker):
+                    report = await self._recover(supervisor, "reconnect")
+                    if report.broker_reachable:
+                        self._set_degraded(False, "broker reconnected and reconciled")
+                        return
             _log.warning("still degraded after reconnect; next reconciliation in %.2f s", delay)
             await self.wall.sleep(delay)
             delay = min(delay * 2, 30.0)
             with contextlib.suppress(BrokerError):
                 await broker.connect()
+
+    async def _bind_venue(self, store: SqliteStore, broker: Broker) -> None:
+        """Bind the store to the venue's account number (``StoreError``: another's)."""
+        number = broker.venue_account
+        if number is not None:
+            await store.bind_venue_account(number, force=self.force_account)
+
+    async def _venue_checked(self, broker: Broker) -> bool:
+        """``_bind_venue`` after a reconnect: False (alerted) when the store is another's."""
+        if self._store is None:
+            return True
+        try:
+            await self._bind_venue(self._store, broker)
+        except StoreError as exc:
+            self.alert(Alert("store", Severity.CRITICAL, str(exc), self.wall.now()))
+            return False
+        return True
 
     async def _checkpoints(self, store: SqliteStore, clock: Clock) -> None:
         """Checkpoint dirty actors every interval; back the store up once per trading day."""

@@ -146,6 +146,7 @@ class AlpacaBroker:
         self._last_bar: dict[str, datetime] = {}
         self._bars_lock = asyncio.Lock()
         self._closed = False
+        self._account_number: str | None = None
 
     # --- Broker protocol: identity, time, lifecycle ----------------------------------
 
@@ -159,6 +160,11 @@ class AlpacaBroker:
         if self._settings.account:
             return self._settings.account
         return "alpaca-paper" if self._settings.paper else "alpaca-live"
+
+    @property
+    def venue_account(self) -> str | None:
+        """Return Alpaca's account number the keys trade, once connected."""
+        return self._account_number
 
     def now(self) -> datetime:
         """Return the wall clock, or the local exchange's market time when trading on it."""
@@ -185,6 +191,12 @@ class AlpacaBroker:
             raise BrokerError(
                 f"the keys trade account {account.account_number}, configured is {pinned}"
             )
+        if self._account_number not in (None, account.account_number):
+            raise BrokerError(
+                f"the keys trade account {account.account_number}, this session "
+                f"began with {self._account_number}"
+            )
+        self._account_number = account.account_number
         if not self._started:
             exchange_clock = await self._detect_exchange_clock()
             if not self._started:  # a concurrent connect may have started while we awaited

@@ -189,6 +189,10 @@ class SimBroker:
         return self._config.account_id
 
     @property
+    def venue_account(self) -> str | None:
+        return None  # the venue is named by its account id alone
+
+    @property
     def book_path(self) -> str:
         """Return the path of the venue's book file."""
         return str(self._config.book_path)

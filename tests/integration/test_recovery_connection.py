@@ -8,17 +8,24 @@ virtual clock too, so each run happens when the test advances it.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from actors.messages import GetState
 from actors.state import ExitReason
 from brokers.base import Side
+from brokers.sim import SimBroker
+from persistence.protocol import StoreError
 from runtime.actor import Lifecycle
 from runtime.alerts import Severity
+from runtime.app import App
 from runtime.clock import VirtualClock
 from runtime.runstate import read_run_state
 from tests.integration.recovery_kit import (
+    OTHER,
     STOP_HIT,
     SYMBOL,
     FlakyVenue,
@@ -276,3 +283,52 @@ async def test_a_recovery_that_fails_on_an_unexpected_error_is_retried_not_fatal
         assert [o.qty for o in await stops(venue)] == [100.0]
         kinds = [(a.kind, a.severity) for a in trader.app.alerts]
     assert ("task", Severity.CRITICAL) not in kinds, "no task died"
+
+
+class _KeysOf(SimBroker):
+    """The sim venue as a broker whose keys trade account ``number`` (Alpaca names its
+    store after a label, ``alpaca-paper``, that every paper account shares)."""
+
+    number = "PA-1"
+
+    @property
+    def venue_account(self) -> str | None:
+        return self.number
+
+
+async def test_keys_of_another_account_are_refused_and_the_store_left_alone(
+    tmp_path: Path,
+) -> None:
+    """The first boot binds the store to the account its keys trade. A boot with keys of
+    another account under the same label is refused (another account's positions would
+    be healed as zombies and its orphans adopted here) and changes nothing; a boot that
+    could not connect meets the other account at its reconnect and stays degraded."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    venue = await open_venue_as(_KeysOf, config, state, VirtualClock())
+    async with Trader(config, state, venue):
+        pass
+    runs = len(reports(state))
+    before = stored(state, OTHER)
+
+    other = await open_venue_as(_KeysOf, config, state, VirtualClock())
+    other.number = "PA-2"
+    with pytest.raises(StoreError, match="belongs to venue account PA-1, but the broker now"):
+        async with asyncio.timeout(30):  # refused at boot, or it would trade on
+            await App(config=config, state_dir=state, broker=other).run(asyncio.Event())
+    assert len(reports(state)) == runs, "no recovery ran"
+    assert stored(state, OTHER) == before
+
+    clock = VirtualClock()
+    down = await open_venue_as(_KeysOf, config, state, clock)
+    down.number = "PA-2"
+    down.refuse_connections(5.0)
+    async with Trader(config, state, down) as trader:
+        await clock.advance(10.0)
+        await until(
+            lambda: any(a.kind == "store" for a in trader.alerts), "the refusal at the reconnect"
+        )
+        assert trader.app.degraded
+        assert all(a.lifecycle is Lifecycle.SUSPENDED for a in trader.app.actors.values())
+    assert len(reports(state)) == runs, "no run on another account's store"
+    assert stored(state, OTHER) == before

@@ -126,6 +126,7 @@ async def test_connect_reports_account_and_the_exchange_clock(
 
     assert recorder.events[0] == Connected(data_lost=False)
     assert broker.account_id == "alpaca-paper"
+    assert broker.venue_account == "SIM-PAPER", "the number the keys trade, for the store"
     assert broker.now().isoformat() >= "2026-01-05T14:30"
     drift = abs((broker.now() - _parse(venue["timestamp"])).total_seconds())
     assert drift < 60.0  # one real second of market time at speed 60

@@ -171,6 +171,50 @@ async def test_force_account_rebinds(store_path: Path, caplog: pytest.LogCapture
         await open_store(store_path, ACCOUNT)
 
 
+async def test_the_venue_account_is_bound_at_the_first_connect_and_another_refused(
+    store_path: Path,
+) -> None:
+    """A store named after a label (``alpaca-paper``) binds to the number the keys
+    trade; keys of another account later are refused, the binding kept, unless forced."""
+    store = await open_store(store_path, "alpaca-paper")
+    try:
+        await store.bind_venue_account("PA-111")
+        await store.bind_venue_account("PA-111")  # the same: nothing to say
+    finally:
+        await store.close()
+
+    reopened = await open_store(store_path, "alpaca-paper")
+    try:
+        with pytest.raises(StoreError, match=r"venue account PA-111, but the broker now trades"):
+            await reopened.bind_venue_account("PA-222")
+        await reopened.bind_venue_account("PA-111")  # still bound to the first
+        await reopened.bind_venue_account("PA-222", force=True)
+        with pytest.raises(StoreError, match="venue account PA-222"):
+            await reopened.bind_venue_account("PA-111")
+    finally:
+        await reopened.close()
+
+
+async def test_a_version_2_store_migrates_and_binds_its_venue_account(store_path: Path) -> None:
+    store_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(store_path, isolation_level=None) as conn:
+        kwargs = {
+            "path": store_path,
+            "account_id": ACCOUNT,
+            "force_account": False,
+            "now": StepClock(),
+        }
+        v2 = schema.MIGRATIONS[:2]
+        assert await schema.prepare(conn, migrations=v2, **kwargs) == 2  # type: ignore[arg-type]
+    store = await open_store(store_path, ACCOUNT)
+    try:
+        await store.bind_venue_account("PA-1")
+        with pytest.raises(StoreError):
+            await store.bind_venue_account("PA-2")
+    finally:
+        await store.close()
+
+
 async def test_reopen_keeps_data_and_findings_stay_empty(store_path: Path) -> None:
     await _store_with_rows(store_path, n=3)
 
