@@ -53,6 +53,7 @@ from brokers.alpaca.sdk import (
     Position,
     QueryOrderStatus,
     ReplaceOrderRequest,
+    Sort,
     StopLimitOrderRequest,
     StopOrderRequest,
     TimeInForce,
@@ -81,6 +82,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _DUPLICATE_CODE = 40010001
 _PAGE = 100
+_OPEN_PAGE = 500  # Alpaca's most orders a call
 _REPLACED_CHAIN = 10
 
 
@@ -195,10 +197,37 @@ class TradingRest:
     # --- orders ---------------------------------------------------------------------
 
     async def open_orders(self) -> list[Order]:
-        request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500, nested=False)
-        raw = await self.call("open orders", lambda: self._client.get_orders(request))
+        """Return every open order, paged newest first (Alpaca answers 500 at most a call).
+
+        A book past one page would otherwise lose its oldest orders (the stops,
+        placed first) from the read, and the heal would place them again.
+        """
+        found: dict[str, AlpacaOrder] = {}
+        until: datetime | None = None
+        while True:
+            request = GetOrdersRequest(
+                status=QueryOrderStatus.OPEN,
+                limit=_OPEN_PAGE,
+                nested=False,
+                direction=Sort.DESC,
+                until=until,
+            )
+            fetch = functools.partial(self._client.get_orders, request)
+            page = cast(list[AlpacaOrder], await self.call("open orders", fetch))
+            fresh = [o for o in page if str(o.id) not in found]
+            found.update((str(o.id), o) for o in fresh)
+            if len(page) < _OPEN_PAGE:
+                break
+            if not fresh:
+                raise BrokerError(
+                    f"open orders: more than {_OPEN_PAGE} share one submission time; "
+                    "they cannot be paged"
+                )
+            # Up to and including the oldest time seen: orders sharing it that the
+            # page cut off come again (known ones are skipped by id).
+            until = min(o.created_at for o in page) + timedelta(microseconds=1)
         orders = []
-        for alpaca in cast(list[AlpacaOrder], raw):
+        for alpaca in found.values():
             try:
                 orders.append(self._order(alpaca))
             except ValueError as exc:

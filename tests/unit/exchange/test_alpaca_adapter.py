@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from brokers.alpaca import AlpacaBroker, AlpacaSettings, Credentials, MissingCredentials
+from brokers.alpaca import AlpacaBroker, AlpacaSettings, Credentials, MissingCredentials, orders
 from brokers.alpaca.orders import SdkThreads
 from brokers.base import (
     Bar,
@@ -160,6 +160,25 @@ async def test_submit_fill_positions_and_executions(
     assert by_client.status is OrderStatus.FILLED
     assert _exec_ids(recorder) == await _truth(exchange)
     assert await broker.open_orders() == []
+
+
+async def test_open_orders_are_read_page_by_page_to_the_oldest(
+    trader: tuple[AlpacaBroker, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alpaca answers 500 orders a call at most; a book past that is read in pages,
+    newest first, to the oldest (the stops placed first). Here a page is 4 orders and
+    the book holds 11 stops, some sharing a submission time."""
+    broker, _ = trader
+    monkeypatch.setattr(orders, "_OPEN_PAGE", 4)
+    placed = [
+        (await broker.submit(_stop(f"sw-stop-{n}", 90.0 + n / 10))).client_order_id
+        for n in range(11)
+    ]
+
+    resting = await broker.open_orders()
+
+    assert sorted(o.client_order_id for o in resting) == sorted(placed)
+    assert len({o.order_id for o in resting}) == 11
 
 
 def _fills(events: list[BrokerEvent]) -> list[Execution]:
