@@ -162,6 +162,10 @@ class App:
     # them during a reconnect's run, by not reading): delivered in order after it.
     _hold_all: list[Bar | Execution | OrderUpdate] | None = None
     _store: SqliteStore | None = None
+    ready: bool = False  # boot recovery done: operator commands are taken from then on
+    # Symbols whose actor restarted and is not reconciled yet (its runs may retry):
+    # an operator's resume or flatten waits for their run.
+    restarting: set[str] = field(default_factory=set)
     _session_written: SessionRow | None = None  # the sessions row as last committed
 
     def _confirmed(self, symbol: str, opened_at: datetime) -> bool:
@@ -198,7 +202,7 @@ class App:
     def _resume_all(self) -> None:
         for symbol, actor in self.actors.items():
             # A restarted actor whose symbol is being reconciled resumes after its run.
-            if actor.lifecycle is Lifecycle.SUSPENDED and symbol not in self._held:
+            if actor.lifecycle is Lifecycle.SUSPENDED and symbol not in self.restarting:
                 actor.resume()
 
     def status_payload(self) -> dict[str, object]:
@@ -309,6 +313,7 @@ class App:
             ) as sup:
                 if self.bridge is not None:
                     sup.spawn(self.bridge.run(), name="mqtt")
+                    sup.spawn(self.bridge.commands(), name="mqtt-commands")
                 ctx = PositionContext(
                     account=broker.account_id,
                     store=store,
@@ -423,6 +428,7 @@ class App:
                 sup.spawn(self._heartbeat(broker), name="heartbeat")
                 if self.bridge is not None:
                     sup.spawn(publish_state(self, self.bridge), name="mqtt-state")
+                self.ready = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), duration_s)
                 _log.info("stopping: final checkpoint of %d actors", len(self.actors))
@@ -576,6 +582,7 @@ class App:
     def _restarted(self, symbol: str) -> None:
         """A position actor restarted after a crash: reconcile its symbol, then resume it."""
         if self.supervisor is not None:
+            self.restarting.add(symbol)
             self.sup.spawn(
                 self._recover_restarted(self.supervisor, symbol), name=f"restart-{symbol}"
             )
@@ -593,6 +600,7 @@ class App:
                     break
             await self.wall.sleep(delay)
             delay = min(delay * 2, 30.0)
+        self.restarting.discard(symbol)
         actor = self.actors.get(symbol)
         if (
             actor is not None

@@ -40,7 +40,13 @@ __all__ = ["fill_payload", "publish_state", "report_summary", "run_command", "st
 
 
 async def run_command(app: App, cmd: Command) -> object:
-    """Carry out ``cmd`` on ``app``; ``CommandError`` when it is refused (nothing changed)."""
+    """Carry out ``cmd`` on ``app``; ``CommandError`` when it is refused (nothing changed).
+
+    Nothing is taken before the boot recovery is done: until then the book is the
+    checkpoint's, not the broker's.
+    """
+    if not app.ready:
+        raise CommandError("the trader is booting: commands are taken once it has reconciled")
     match cmd.command:
         case "pause":
             app.pause()
@@ -50,8 +56,7 @@ async def run_command(app: App, cmd: Command) -> object:
             return {"paused": False, "degraded": app.degraded}
         case "flatten":
             actor = _actor(app, cmd)
-            if actor.state.is_flat:
-                raise CommandError(f"{actor.symbol} is flat: nothing to flatten")
+            _may_flatten(app, actor)
             await actor.ask(FlattenNow(reason="operator"))
             return {"symbol": actor.symbol, "qty": actor.state.qty, "exit_sent": _exiting(actor)}
         case "confirm":
@@ -67,6 +72,21 @@ def _actor(app: App, cmd: Command) -> PositionActor:
     if actor is None:
         raise CommandError(f"no position of {cmd.symbol} here (not traded by this trader)")
     return actor
+
+
+def _may_flatten(app: App, actor: PositionActor) -> None:
+    """Refuse a flatten whose exit would act on a position not known to be the broker's."""
+    symbol = actor.symbol
+    if actor.state.is_flat:
+        raise CommandError(f"{symbol} is flat: nothing to flatten")
+    if app.degraded:
+        raise CommandError("degraded: no order until the broker is back and reconciled")
+    if symbol in app.restarting:
+        raise CommandError(f"{symbol} restarted and is being reconciled; try again")
+    if actor.unverified:
+        # The broker reports no positions: the position may be gone, and an exit
+        # would then open one the other way (as a stop would; see ``heal``).
+        raise CommandError(f"{symbol}'s position is unverified: confirm it first")
 
 
 def _exiting(actor: PositionActor) -> bool:

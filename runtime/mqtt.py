@@ -56,6 +56,9 @@ _NEEDS_SYMBOL = frozenset({"flatten", "confirm"})
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.]{0,9}$")
 _QOS = 1
 _CLOSE_TIMEOUT_S = 2.0
+_MQTT_TIMEOUT_S = 2.0  # for each MQTT operation (connect, publish, disconnect)
+_INBOX = 100  # commands waiting to run, and MQTT messages queued by the client
+_IDS_KEPT = 1000  # ids of the commands taken, remembered to refuse a second delivery
 
 
 class CommandError(Exception):
@@ -101,6 +104,8 @@ def decode_command(payload: bytes) -> Command:
         raise CommandError(f"malformed command: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise CommandError(f"malformed command: not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise CommandError("malformed command: nested too deep") from exc
     if not cmd.id or len(cmd.id) > 64:
         raise CommandError("malformed command: id must be 1-64 characters")
     if cmd.command not in COMMANDS:
@@ -117,7 +122,7 @@ def _id_of(payload: bytes) -> str | None:
     """Return the id of a command that did not decode, when it has a usable one."""
     try:
         raw = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
+    except Exception:  # not JSON, or JSON msgspec will not take (nested too deep)
         return None
     found = raw.get("id") if isinstance(raw, dict) else None
     return found if isinstance(found, str) and 0 < len(found) <= 64 else None
@@ -143,19 +148,34 @@ class MqttBridge:
         self._alerts: list[Alert] = []
         self._wake = asyncio.Event()
         self._client: aiomqtt.Client | None = None
-        self.dropped = 0  # events dropped from a full queue
+        self.dropped = 0  # events dropped from a full queue, or that would not encode
         self.connects = 0
         self._up = asyncio.Event()
         self._closing = False
         self._drained = asyncio.Event()  # set by the sender when nothing waits
+        # Commands received, run by ``commands()`` (a task of its own: a dropped
+        # connection does not cancel a command half done, and its reply waits in
+        # the queue for the next connection).
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(_INBOX)
+        self._done_ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._tls = ssl.create_default_context() if settings.tls else None  # once: it blocks
 
     # -- what the trader hands the bridge (no await: never waits for MQTT) ----------
 
     def publish(self, topic: str, payload: object, *, retain: bool = False) -> None:
-        """Queue ``payload`` (JSON-encoded) for ``{base}/{topic}``; ignored once closing."""
+        """Queue ``payload`` (JSON-encoded) for ``{base}/{topic}``; ignored once closing.
+
+        Never raises into the caller (a trading path): a payload that does not
+        encode is logged and counted as dropped.
+        """
         if self._closing:
             return
-        body = msgspec.json.encode(payload)
+        try:
+            body = msgspec.json.encode(payload)
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            self.dropped += 1
+            _log.error("mqtt: %s not published, it does not encode: %s", topic, exc)
+            return
         if retain:
             if self._retained.get(topic) != body:
                 self._retained[topic] = body
@@ -163,7 +183,7 @@ class MqttBridge:
                 self._wake.set()
             return
         if len(self._events) >= self.settings.queue_size:
-            self._events.popleft()
+            self._events.popleft()  # the oldest not yet sent (the one sending is off the queue)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 _log.warning("mqtt: queue full, %d event(s) dropped so far", self.dropped)
@@ -183,33 +203,52 @@ class MqttBridge:
     async def wait_connected(self) -> None:
         await self._up.wait()
 
-    # -- the bridge's task ----------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Return how many events and alerts wait to be sent."""
+        return len(self._events) + len(self._alerts)
+
+    # -- the bridge's tasks ------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, send, receive commands; reconnect with backoff, for ever."""
+        """Connect, send, receive commands; reconnect with backoff, for ever.
+
+        Any failure of a connection (the broker gone, or a bug) ends that
+        connection only: the bridge logs it and connects again.
+        """
         delay = self.settings.reconnect_min_s
         failing = False
         while True:
+            cancelled = False  # a stop must not be taken for a failed connection
             try:
                 async with self._connect() as client:
                     self._client = client
                     self.connects += 1
-                    if failing:
-                        _log.warning("mqtt: connected again to %s", self._where())
-                    else:
-                        _log.info("mqtt: connected to %s", self._where())
+                    _log.log(
+                        logging.WARNING if failing else logging.INFO,
+                        "mqtt: connected%s to %s",
+                        " again" if failing else "",
+                        self._where(),
+                    )
                     failing = False
                     delay = self.settings.reconnect_min_s
                     self._dirty = set(self._retained)  # all of it again, on every connect
                     await client.subscribe(f"{self.base}/cmd", qos=_QOS)
                     self._up.set()
-                    async with asyncio.TaskGroup() as group:
-                        group.create_task(self._send(client))
-                        group.create_task(self._receive(client))
-            except* aiomqtt.MqttError as group_error:
-                exc = group_error.exceptions[0]
-                if not failing:
+                    try:
+                        await self._serve(client)
+                    except asyncio.CancelledError:
+                        cancelled = True
+                        raise
+            except Exception as exc:  # the connection failed (or a bug in it)
+                if cancelled:  # the disconnect failed while stopping: still a stop
+                    raise asyncio.CancelledError from exc
+                if not isinstance(exc, aiomqtt.MqttError):
+                    _log.error("mqtt: the bridge failed (%r); connecting again", exc)
+                elif not failing:
                     _log.warning("mqtt: %s unreachable (%s); retrying", self._where(), exc)
+                else:
+                    _log.debug("mqtt: %s still unreachable (%s)", self._where(), exc)
                 failing = True
             finally:
                 self._client = None
@@ -217,17 +256,38 @@ class MqttBridge:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.reconnect_max_s)
 
-    @property
-    def pending(self) -> int:
-        """Return how many events and alerts wait to be sent."""
-        return len(self._events) + len(self._alerts)
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Send and receive on ``client`` until either fails; raise what failed."""
+        # Not a TaskGroup: on Python 3.11 one leaves the task's cancel count raised
+        # after a child's error, so a stop could not be told from a failure.
+        tasks = [
+            asyncio.create_task(self._send(client), name="mqtt-send"),
+            asyncio.create_task(self._receive(client), name="mqtt-receive"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()  # the error that ended the connection
+        raise aiomqtt.MqttError("the connection's tasks ended")
+
+    async def commands(self) -> None:
+        """Run the commands received, one at a time in order, each with one reply."""
+        while True:
+            payload = await self._inbox.get()
+            reply = await self._run(payload)
+            self.publish("replies", reply)
 
     async def close(self) -> None:
         """Send what is pending, then ``offline`` as the status (retained).
 
-        Nothing queued afterwards is sent; the task's cancellation then
-        disconnects cleanly (so the broker does not publish the will as well).
-        Gives up after ``_CLOSE_TIMEOUT_S``, or at once when not connected.
+        Nothing queued afterwards is sent, and no command is taken; the task's
+        cancellation then disconnects cleanly (so the broker does not publish
+        the will as well). Gives up after ``_CLOSE_TIMEOUT_S``, or at once when
+        not connected.
         """
         self._closing = True
         self._retained["status"] = self._offline()
@@ -250,7 +310,6 @@ class MqttBridge:
 
     def _connect(self) -> aiomqtt.Client:
         s = self.settings
-        tls = ssl.create_default_context() if s.tls else None
         return aiomqtt.Client(
             s.host,
             s.port,
@@ -258,12 +317,21 @@ class MqttBridge:
             password=os.environ.get("STALWART_MQTT_PASSWORD") or None,
             identifier=f"stalwart-{s.account}-{os.getpid()}",
             keepalive=s.keepalive_s,
-            tls_context=tls,
+            tls_context=self._tls,
             will=aiomqtt.Will(f"{self.base}/status", self._offline(), qos=_QOS, retain=True),
+            max_queued_incoming_messages=_INBOX,
+            # Its own default is 10 s, which a dead connection's DISCONNECT waits out
+            # before the next connect may start.
+            timeout=_MQTT_TIMEOUT_S,
         )
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        """Send what is queued; alerts batched once a ``publish_interval_s``."""
+        """Send what is queued; alerts batched once a ``publish_interval_s``.
+
+        An event or a batch leaves the queue when taken and goes back to its
+        front when its send fails, so nothing unsent is lost to a reconnect and
+        a full queue drops the oldest unsent, never the one in flight.
+        """
         interval = self.settings.publish_interval_s
         loop = asyncio.get_running_loop()
         next_batch = loop.time()
@@ -274,13 +342,20 @@ class MqttBridge:
                 if self._retained.get(topic) == body:
                     self._dirty.discard(topic)
             while self._events:
-                topic, body = self._events[0]
-                await client.publish(f"{self.base}/{topic}", body, qos=_QOS)
-                self._events.popleft()  # sent: only then off the queue
+                topic, body = self._events.popleft()
+                try:
+                    await client.publish(f"{self.base}/{topic}", body, qos=_QOS)
+                except BaseException:
+                    self._events.appendleft((topic, body))
+                    raise
             if self._alerts and (loop.time() >= next_batch or self._closing):
-                batch = [_alert_dict(a) for a in self._alerts]
-                await client.publish(f"{self.base}/alerts", msgspec.json.encode(batch), qos=_QOS)
-                del self._alerts[: len(batch)]
+                alerts, self._alerts = self._alerts, []
+                batch = msgspec.json.encode([_alert_dict(a) for a in alerts])
+                try:
+                    await client.publish(f"{self.base}/alerts", batch, qos=_QOS)
+                except BaseException:
+                    self._alerts[:0] = alerts
+                    raise
                 next_batch = loop.time() + interval
             self._wake.clear()
             if self._dirty or self._events:
@@ -295,19 +370,36 @@ class MqttBridge:
                 pass
 
     async def _receive(self, client: aiomqtt.Client) -> None:
-        """Run the commands received, one at a time, each with its reply."""
+        """Hand each command received to ``commands()``; refuse what cannot be taken."""
         async for message in client.messages:
             payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode()
-            self.publish("replies", await self._run(bytes(payload)))
+            raw = (
+                bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            )
+            if self._closing:
+                self.publish("replies", _refused(raw, "the trader is stopping"))
+            elif message.retain:
+                # Retained, it would run again at every connect (a flatten at every boot).
+                self.publish("replies", _refused(raw, "retained commands are refused"))
+            else:
+                try:
+                    self._inbox.put_nowait(raw)
+                except asyncio.QueueFull:
+                    self.publish("replies", _refused(raw, "busy: too many commands waiting"))
 
     async def _run(self, payload: bytes) -> _Reply:
         try:
             cmd = decode_command(payload)
         except CommandError as exc:
             _log.warning("mqtt: command refused: %s", exc)
-            return _Reply(id=_id_of(payload), ok=False, error=str(exc))
+            return _refused(payload, str(exc))
+        if cmd.id in self._done_ids:  # a QoS 1 redelivery, or an id sent twice
+            return _Reply(
+                id=cmd.id, ok=False, command=cmd.command, error=f"id {cmd.id!r} was taken already"
+            )
+        self._done_ids[cmd.id] = None
+        while len(self._done_ids) > _IDS_KEPT:
+            self._done_ids.popitem(last=False)
         _log.info("mqtt: command %s %s (id %s)", cmd.command, cmd.symbol or "", cmd.id)
         try:
             result = await self._handler(cmd)
@@ -318,6 +410,10 @@ class MqttBridge:
             _log.exception("mqtt: %s failed", cmd.command)
             return _Reply(id=cmd.id, ok=False, command=cmd.command, error=f"failed: {exc!r}")
         return _Reply(id=cmd.id, ok=True, command=cmd.command, result=result)
+
+
+def _refused(payload: bytes, why: str) -> _Reply:
+    return _Reply(id=_id_of(payload), ok=False, error=why)
 
 
 def _alert_dict(alert: Alert) -> dict[str, object]:

@@ -100,7 +100,7 @@ class Listener:
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
         try:
             body: Any = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deep
             body = bytes(raw)
         self.heard.append(Heard(message.topic.value, body, bool(message.retain)))
         self._changed.set()
@@ -142,4 +142,4 @@ async def send_command(
                 return r
         return None
 
-    return await listener.wait_for(f"the reply to {body!r}", reply)
+    return await listener.wait_for(f"the reply to {body[:80]!r}", reply)

@@ -16,19 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from brokers.base import Side
 from runtime.actor import Lifecycle
 from runtime.alerts import Severity
+from runtime.app import App, read_confirmations
 from runtime.clock import VirtualClock
+from runtime.commands import run_command
 from runtime.config import Config, MqttConfig
+from runtime.mqtt import Command, CommandError
 from tests.integration.mqtt_kit import Heard, free_port, listening, mosquitto, send_command
 from tests.integration.recovery_kit import (
     OTHER,
     SYMBOL,
+    BlindVenue,
     Trader,
     holding,
     open_venue,
+    open_venue_as,
     outside,
     position,
     print_bars,
@@ -295,3 +301,131 @@ async def test_a_pause_outlasts_a_disconnect_and_its_reconciliation(tmp_path: Pa
         assert all(a.lifecycle is Lifecycle.RUNNING for a in app.actors.values())
     kinds = [(a.kind, a.severity) for a in trader.alerts if a.kind == "paused"]
     assert kinds == [("paused", Severity.WARNING), ("paused", Severity.INFO)]
+
+
+async def test_retained_repeated_and_garbled_commands_are_refused(tmp_path: Path) -> None:
+    """A retained command (it would run again at every connect), an id taken twice (a
+    QoS 1 redelivery), JSON nested past what the decoder takes: each is refused with
+    a reply and the bridge goes on taking commands."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    with mosquitto(tmp_path / "mqtt") as port:
+        venue = await open_venue(config, state, VirtualClock())
+        base = f"stalwart/{venue.account_id}"
+        async with listening(port, f"{base}/#") as (heard, client):
+            # Left retained by some client before the trader connects: delivered
+            # (flagged retained) at its subscription, as at every later connect.
+            await client.publish(
+                f"{base}/cmd", b'{"id": "kept", "command": "pause"}', qos=1, retain=True
+            )
+            async with Trader(_with_mqtt(config, port), state, venue) as trader:
+                app = trader.app
+                kept = await heard.wait_for(
+                    "the retained command's reply",
+                    lambda h: [r for r in heard.on(f"{base}/replies") if r.get("id") == "kept"],
+                )
+                assert kept == [
+                    {"id": "kept", "ok": False, "error": "retained commands are refused"}
+                ]
+                assert not app.paused
+
+                deep = b'{"id": "d", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+                garbled = await send_command(client, heard, base, deep)
+                assert garbled["ok"] is False
+                assert "malformed command" in garbled["error"]
+                assert garbled["id"] is None, "its id is not read out of it either"
+
+                first = await send_command(client, heard, base, {"id": "p9", "command": "pause"})
+                assert first["ok"]
+                again = await send_command(client, heard, base, {"id": "p9", "command": "resume"})
+                assert "was taken already" in again["error"]
+                assert app.paused, "the second p9 did not run"
+                resumed = await send_command(client, heard, base, {"id": "r9", "command": "resume"})
+                assert resumed["ok"]
+                assert not app.paused
+
+
+async def test_a_broker_restart_gets_the_retained_state_again(tmp_path: Path) -> None:
+    """mosquitto restarts (no persistence: its retained messages are gone): the bridge
+    connects again and sends the status and every position again, and a reply made
+    while it was away is delivered."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    port = free_port()
+    venue = await open_venue(config, state, VirtualClock())
+    base = f"stalwart/{venue.account_id}"
+    with mosquitto(tmp_path / "mqtt", port):
+        trader = Trader(_with_mqtt(config, port), state, venue)
+        await trader.__aenter__()
+    try:
+        bridge = trader.app.bridge
+        assert bridge is not None
+        await until(lambda: bridge.connects == 1 and not bridge._up.is_set(), "the drop seen")
+        reply = await bridge._run(msgspec.json.encode({"id": "off", "command": "pause"}))
+        bridge.publish("replies", reply)  # as commands() does, while the broker is away
+        with mosquitto(tmp_path / "mqtt", port):
+            async with listening(port, f"{base}/#") as (heard, _client):
+                await until(lambda: bridge.connects == 2, "the bridge to connect again")
+                position_ = await heard.wait_for(
+                    "the position again", lambda h: _latest(h, f"{base}/positions/{SYMBOL}")
+                )
+                assert position_["qty"] == 100.0
+                status = await heard.wait_for("the status", lambda h: _latest(h, f"{base}/status"))
+                assert status["state"] == "paused"
+                (late,) = await heard.wait_for("the reply", lambda h: heard.on(f"{base}/replies"))
+                assert (late["id"], late["ok"]) == ("off", True)
+    finally:
+        await trader.__aexit__(None, None, None)
+
+
+async def test_flatten_waits_for_a_position_known_to_be_the_brokers(tmp_path: Path) -> None:
+    """The broker reports no positions (a DTC-like venue): the position is unverified,
+    so ``flatten`` is refused (the exit could open a short); ``confirm`` vouches for it
+    (recorded for restarts too) and then ``flatten`` closes it."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    with mosquitto(tmp_path / "mqtt") as port:
+        clock = VirtualClock()
+        venue = await open_venue_as(BlindVenue, config, state, clock)
+        base = f"stalwart/{venue.account_id}"
+        async with (
+            listening(port, f"{base}/#") as (heard, client),
+            Trader(_with_mqtt(config, port), state, venue) as trader,
+        ):
+            app = trader.app
+            assert app.bridge is not None
+            await app.bridge.wait_connected()
+            assert app.actors[SYMBOL].unverified
+
+            refused = await send_command(
+                client, heard, base, {"id": "f1", "command": "flatten", "symbol": SYMBOL}
+            )
+            assert "unverified: confirm it first" in refused["error"]
+            assert len(await stops(venue)) == 1, "nothing canceled"
+
+            confirmed = await send_command(
+                client, heard, base, {"id": "c1", "command": "confirm", "symbol": SYMBOL}
+            )
+            assert confirmed["ok"]
+            assert confirmed["result"]["qty"] == 100.0
+            assert not app.actors[SYMBOL].unverified
+            assert SYMBOL in read_confirmations(state)
+
+            flat = await send_command(
+                client, heard, base, {"id": "f2", "command": "flatten", "symbol": SYMBOL}
+            )
+            assert flat["ok"]
+            await print_bars(venue, clock, 1)
+            await until(lambda: app.actors[SYMBOL].state.is_flat, "the exit to fill")
+
+
+async def test_commands_before_the_boot_reconciled_are_refused(tmp_path: Path) -> None:
+    _, config = write_profile(tmp_path)
+    app = App(config=config, state_dir=tmp_path / "state")
+    for command in ("pause", "reconcile"):
+        with pytest.raises(CommandError, match="booting"):
+            await run_command(app, Command(id="1", command=command))
+    assert not app.paused
