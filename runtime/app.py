@@ -57,7 +57,7 @@ from runtime.commands import fill_payload, publish_state, run_command
 from runtime.config import Config, WatchItem
 from runtime.failpoint import failpoint
 from runtime.heap import BootHeap
-from runtime.mqtt import CommandError, MqttBridge, MqttSettings
+from runtime.mqtt import CommandError, MqttBridge
 from runtime.runstate import RunState, write_run_state
 from runtime.status import day_totals
 from runtime.supervision import Supervisor
@@ -295,7 +295,7 @@ class App:
         if cfg.mqtt.enabled and not once:
             # Made before boot: its alerts and report wait in the bridge until it connects.
             self.bridge = MqttBridge(
-                _mqtt_settings(cfg, broker.account_id), functools.partial(run_command, self)
+                cfg.mqtt, _safe(broker.account_id), functools.partial(run_command, self)
             )
         for finding in store.open_findings:
             self.alert(Alert("store", Severity.CRITICAL, finding, self.wall.now()))
@@ -709,22 +709,6 @@ class App:
                 market_time=broker.now(),
             ),
         )
-
-
-def _mqtt_settings(cfg: Config, account: str) -> MqttSettings:
-    m = cfg.mqtt
-    return MqttSettings(
-        host=m.host,
-        port=m.port,
-        prefix=m.prefix,
-        account=_safe(account),
-        tls=m.tls,
-        keepalive_s=m.keepalive_s,
-        reconnect_min_s=m.reconnect_min_s,
-        reconnect_max_s=m.reconnect_max_s,
-        publish_interval_s=m.publish_interval_s,
-        queue_size=m.queue_size,
-    )
 
 
 def _safe(account: str) -> str:

@@ -39,13 +39,13 @@ import aiomqtt
 import msgspec
 
 from runtime.alerts import Alert
+from runtime.config import MqttConfig
 
 __all__ = [
     "COMMANDS",
     "Command",
     "CommandError",
     "MqttBridge",
-    "MqttSettings",
     "decode_command",
 ]
 
@@ -79,21 +79,6 @@ class _Reply(msgspec.Struct, frozen=True, omit_defaults=True):
     command: str | None = None
     result: Any = None
     error: str | None = None
-
-
-class MqttSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """What the bridge needs of the ``[mqtt]`` profile section, plus the account."""
-
-    host: str
-    port: int
-    prefix: str
-    account: str
-    tls: bool = False
-    keepalive_s: int = 30
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 30.0
-    publish_interval_s: float = 1.0
-    queue_size: int = 10_000
 
 
 def decode_command(payload: bytes) -> Command:
@@ -138,9 +123,10 @@ class MqttBridge:
     publishes ``offline`` and disconnects cleanly.
     """
 
-    def __init__(self, settings: MqttSettings, handler: Handler) -> None:
+    def __init__(self, settings: MqttConfig, account: str, handler: Handler) -> None:
         self.settings = settings
-        self.base = f"{settings.prefix}/{settings.account}"
+        self.account = account
+        self.base = f"{settings.prefix}/{account}"
         self._handler = handler
         self._retained: dict[str, bytes] = {}
         self._dirty: set[str] = set()  # retained topics changed since last sent
@@ -315,7 +301,7 @@ class MqttBridge:
             s.port,
             username=os.environ.get("STALWART_MQTT_USERNAME") or None,
             password=os.environ.get("STALWART_MQTT_PASSWORD") or None,
-            identifier=f"stalwart-{s.account}-{os.getpid()}",
+            identifier=f"stalwart-{self.account}-{os.getpid()}",
             keepalive=s.keepalive_s,
             tls_context=self._tls,
             will=aiomqtt.Will(f"{self.base}/status", self._offline(), qos=_QOS, retain=True),

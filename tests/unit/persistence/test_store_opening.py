@@ -171,6 +171,11 @@ async def test_force_account_rebinds(store_path: Path, caplog: pytest.LogCapture
         await open_store(store_path, ACCOUNT)
 
 
+def _prepare_args(path: Path) -> dict[str, object]:
+    """The arguments of ``schema.prepare`` for ``path``, bound to the test account."""
+    return {"path": path, "account_id": ACCOUNT, "force_account": False, "now": StepClock()}
+
+
 async def test_the_venue_account_is_bound_at_the_first_connect_and_another_refused(
     store_path: Path,
 ) -> None:
@@ -198,12 +203,7 @@ async def test_the_venue_account_is_bound_at_the_first_connect_and_another_refus
 async def test_a_version_2_store_migrates_and_binds_its_venue_account(store_path: Path) -> None:
     store_path.parent.mkdir(parents=True)
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
-        kwargs = {
-            "path": store_path,
-            "account_id": ACCOUNT,
-            "force_account": False,
-            "now": StepClock(),
-        }
+        kwargs = _prepare_args(store_path)
         v2 = schema.MIGRATIONS[:2]
         assert await schema.prepare(conn, migrations=v2, **kwargs) == 2  # type: ignore[arg-type]
     store = await open_store(store_path, ACCOUNT)
@@ -233,12 +233,7 @@ async def test_a_later_migration_step_runs_once_and_moves_the_version(store_path
     migrations = (*schema.MIGRATIONS, step)
 
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
-        kwargs = {
-            "path": store_path,
-            "account_id": ACCOUNT,
-            "force_account": False,
-            "now": StepClock(),
-        }
+        kwargs = _prepare_args(store_path)
         assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
         assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
         tables = [r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master")]

@@ -12,13 +12,13 @@ import msgspec
 import pytest
 
 from runtime.alerts import Alert, Severity
-from runtime.config import ConfigError, load_config
-from runtime.mqtt import Command, CommandError, MqttBridge, MqttSettings, decode_command
+from runtime.config import ConfigError, MqttConfig, load_config
+from runtime.mqtt import Command, CommandError, MqttBridge, decode_command
 
 
-def _settings(**changes: object) -> MqttSettings:
-    base = MqttSettings(host="127.0.0.1", port=1883, prefix="stalwart", account="acct")
-    return msgspec.structs.replace(base, **changes)
+def _bridge(**changes: object) -> MqttBridge:
+    settings = msgspec.structs.replace(MqttConfig(enabled=True), **changes)
+    return MqttBridge(settings, "acct", _nothing)
 
 
 async def _nothing(cmd: Command) -> object:
@@ -61,7 +61,7 @@ def test_a_bad_command_is_refused_saying_why(payload: bytes, said: str) -> None:
 
 
 def test_a_full_queue_drops_the_oldest_events_and_counts_them() -> None:
-    bridge = MqttBridge(_settings(queue_size=3), _nothing)
+    bridge = _bridge(queue_size=3)
     for n in range(5):
         bridge.publish("fills", {"n": n})
     assert bridge.pending == 3
@@ -70,7 +70,7 @@ def test_a_full_queue_drops_the_oldest_events_and_counts_them() -> None:
 
 
 def test_a_retained_topic_keeps_only_its_latest_payload_and_never_drops() -> None:
-    bridge = MqttBridge(_settings(queue_size=1), _nothing)
+    bridge = _bridge(queue_size=1)
     for n in range(5):
         bridge.publish("positions/AAPL", {"qty": n}, retain=True)
         bridge.publish("positions/MSFT", {"qty": n}, retain=True)
@@ -80,7 +80,7 @@ def test_a_retained_topic_keeps_only_its_latest_payload_and_never_drops() -> Non
 
 
 async def test_nothing_is_queued_once_closing() -> None:
-    bridge = MqttBridge(_settings(), _nothing)
+    bridge = _bridge()
     await bridge.close()  # not connected: returns at once, offline kept as the status
     bridge.publish("fills", {"n": 1})
     bridge.alert(Alert("drift", Severity.WARNING, "late", datetime(2026, 1, 5, tzinfo=UTC)))
