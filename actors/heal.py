@@ -41,8 +41,8 @@ from actors.messages import Reconcile, ReconcileOutcome
 from actors.missing_fill import absorb_fill_rest
 from actors.orders import stop_intent_writes
 from actors.reconcile import Finding, plan_symbol
-from actors.state import IntentKind, Mode, PositionState, StopOrder
-from brokers.base import BrokerError, Execution, Order, OrderStatus
+from actors.state import IntentKind, Mode, Origin, PositionState, StopOrder
+from brokers.base import BrokerError, Execution, Order, OrderStatus, OrderType
 from persistence.protocol import (
     PutClosedTrade,
     PutExecution,
@@ -194,6 +194,17 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
                 f"local {plan.local_qty} @ {plan.local_avg} vs broker {plan.broker_qty} @ "
                 f"{plan.broker_avg}: broker wins",
             )
+        case Finding.OK if state.side is not None:
+            # A stop of ours resting on the side now held (a hand trade flipped the
+            # position past it while we were down, replayed just now): it protects
+            # nothing, and triggered it would add to the position.
+            leftovers = [o for o in msg.open_orders if _is_wrong_side_stop(actor, state, o)]
+            for order in leftovers:
+                if state.stop is not None and state.stop.client_order_id == order.client_order_id:
+                    state = model.set_stop(state, None)
+                if state.intent(order.client_order_id) is not None:
+                    state = model.resolve_intent(state, order.client_order_id, done=True)
+                writes.append(ResolveIntent(order.client_order_id, "canceled", order.order_id))
         case Finding.OK:
             if state.is_flat and msg.position is None:
                 # Flat on both sides (a replayed hand close): an exit or partial of ours
@@ -235,7 +246,10 @@ async def heal_symbol(actor: PositionActor, msg: Reconcile) -> ReconcileOutcome:
 
     for order in leftovers:
         actions.append(await _cancel_leftover(actor, order))
-    if plan.finding is Finding.ORPHAN and msg.orphan_mode == "flatten":
+    adopted = actor.state.origin is Origin.RECOVERED and not actor.state.is_flat
+    if msg.orphan_mode == "flatten" and (plan.finding is Finding.ORPHAN or adopted):
+        # Found here, or opened (a flip) by a hand trade the replay booked: the policy
+        # holds nothing this trader did not open.
         await actor._flatten("flatten")
         actions.append("flatten sent")
     if actor.state.stop is not None and not actor.state.is_flat:
@@ -278,6 +292,16 @@ def _is_ours(actor: PositionActor, client_order_id: str) -> bool:
         or client_order_id in actor.state.absorbed_fills
         or client_order_id.startswith(own_prefix(actor.ctx.account, actor.symbol))
     )
+
+
+def _is_wrong_side_stop(actor: PositionActor, state: PositionState, order: Order) -> bool:
+    """Return whether ``order`` is a stop of ours on the side ``state`` holds (it would add)."""
+    if order.type is not OrderType.STOP or order.side is not state.side:
+        return False
+    if state.stop is not None and state.stop.client_order_id == order.client_order_id:
+        return True
+    intent = state.intent(order.client_order_id)
+    return intent is not None and intent.kind is IntentKind.STOP
 
 
 def _is_exit_of_ours(actor: PositionActor, state: PositionState, order: Order) -> bool:

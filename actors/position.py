@@ -40,7 +40,7 @@ from actors.messages import (
 )
 from actors.orders import OrderDesk
 from actors.snapshot import BarsError, SnapshotError, decode_snapshot, encode_state
-from actors.state import SCHEMA_VERSION, IntentKind, Mode, PositionState
+from actors.state import SCHEMA_VERSION, IntentKind, Mode, Origin, PositionState
 from actors.strategy import (
     Action,
     Cancel,
@@ -587,14 +587,17 @@ class PositionActor(Actor[PositionMsg]):
             # venue said filled rests no more: the rest of its fill is still to come.
             await self.desk.cancel_order_quietly(before.stop)
         if (
-            external == "opened"
-            and self.ctx.orphan_policy == "flatten"
+            self.ctx.orphan_policy == "flatten"
+            and self.state.origin is Origin.RECOVERED
+            and not self.state.is_flat
             and act
             and not replayed  # a replay's orphan is the heal's (``heal``), by the same policy
             and self._may_trade(self.state)
         ):
-            # Opened by hand while we watch, under a policy that holds nothing it did
-            # not open: closed now, as the boot's heal closes an orphan found there.
+            # Opened by hand while we watch (or added to, or left by an exit that filled
+            # only part of it), under a policy that holds nothing it did not open: closed
+            # now, as the boot's heal closes an orphan found there. A no-op while an exit
+            # is out: its last fill comes back here for whatever it left.
             await self._flatten("flatten")
         return FillAck(exec_id=ex.exec_id, applied=True, external=external)
 

@@ -421,3 +421,39 @@ async def test_a_missed_entry_then_a_hand_close_leaves_nothing_at_the_venue(
     assert boot["replayed_fills"] == 1
     assert boot["zombies"] == [SYMBOL]
     assert not boot["orphans"]
+
+
+@pytest.mark.parametrize("policy", ["adopt", "flatten"])
+async def test_a_hand_flip_while_down_leaves_no_stop_that_would_add_to_it(
+    tmp_path: Path, policy: str
+) -> None:
+    """Long 100 under our sell stop; while the trader is down, 150 are sold by hand: the
+    broker is short 50 with that sell stop still resting. Boot replays the flip: the
+    stop, on the side now held, would add to the short when it triggers, so it is
+    canceled; the short is an orphan (reported unprotected), and under ``flatten`` it
+    is bought back. (A review found the stop left resting and, under ``flatten``, the
+    short kept.)"""
+    _, config = write_profile(tmp_path, orphan_policy=policy)
+    state = tmp_path / "state"
+    await holding(config, state)
+    async with outside(config, state) as venue:
+        await venue.hand_trade(SYMBOL, Side.SELL, 150.0)
+        assert [o.side for o in await stops(venue)] == [Side.SELL]
+
+    venue = await open_venue(config, state, VirtualClock())
+    async with Trader(config, state, venue) as trader:
+        resting = await venue.open_orders()
+        held = await position(venue)
+        after = trader.actor_state()
+    boot = reports(state)[-1]
+
+    assert not [o for o in resting if o.type is OrderType.STOP and o.side is Side.SELL]
+    assert boot["orphans"] == [SYMBOL]
+    assert after.stop is None or after.stop.side is Side.BUY
+    if policy == "flatten":
+        assert any(a["action"] == "flatten" for a in boot["actions"])
+        exits = [o for o in resting if o.side is Side.BUY and o.type is OrderType.MARKET]
+        assert exits or held == 0.0, "bought back, or on its way"
+    else:
+        assert held == -50.0
+        assert SYMBOL in boot["unprotected"]

@@ -372,3 +372,32 @@ async def test_a_hand_buy_adding_to_our_long_is_a_drift_alert_not_silent(
         assert (drift.kind, drift.severity) == ("drift", Severity.WARNING)
         assert "H-1" in drift.message
         assert "30.0 -> 80.0" in drift.message
+
+
+async def test_a_hand_order_filling_in_parts_under_flatten_is_flattened_whole(
+    store: SqliteStore,
+) -> None:
+    """A hand buy fills 30, then 30 more while the flatten's exit of the first 30 is
+    out: when that exit fills, the 30 it left get an exit of their own (a review found
+    the second 30 left open, with no stop)."""
+    venue = InstantVenue(fill_market_orders=False)
+    venue.market_time = START
+    ctx = dataclasses.replace(context(store, venue), orphan_policy="flatten")
+    async with Supervisor(name="test") as sup:
+        actor = PositionActor(SYMBOL, ctx)
+        await sup.start(actor)
+        for n, price in ((1, 100.0), (2, 100.1)):
+            hand = Execution(f"H-{n}", "HO-1", "by-hand", SYMBOL, Side.BUY, 30.0, price, START)
+            await actor.ask(OnExecution(hand))
+        (first,) = [i for i in actor.state.intents if i.kind is IntentKind.EXIT]
+        assert (actor.state.qty, first.qty) == (60.0, 30.0)
+
+        sold = Execution(
+            "X-1", "XO-1", first.client_order_id, SYMBOL, Side.SELL, 30.0, 100.2, START
+        )
+        await actor.ask(OnExecution(sold))
+
+        (second,) = [i for i in actor.state.intents if i.kind is IntentKind.EXIT]
+        assert second.client_order_id != first.client_order_id
+        assert (actor.state.qty, second.qty, second.side) == (30.0, 30.0, Side.SELL)
+        assert venue.submitted == 2
