@@ -389,7 +389,8 @@ async def _protect(actor: PositionActor, msg: Reconcile, price: float | None) ->
     await actor._commit(state, writes)
     cid = intent.client_order_id
     order = await actor.desk.send(intent)
-    if order is not None:
+    # Taken only if it rests: a resend's duplicate id can name an order long canceled.
+    if order is not None and order.status.is_open:
         actor._alert(
             "unprotected",
             Severity.WARNING,
@@ -399,11 +400,12 @@ async def _protect(actor: PositionActor, msg: Reconcile, price: float | None) ->
     # Not at the broker: refused (the desk dropped the intent), or not sent (the
     # intent waits, settled and tried again by the next run). Either way the
     # position has no stop now, and that is not a restore.
-    why = (
-        "the broker refused it"
-        if actor.state.intent(cid) is None
-        else "not sent (broker error); tried again by the next reconciliation"
-    )
+    if order is not None:
+        why = f"the broker holds it as {order.status.value}"
+    elif actor.state.intent(cid) is None:
+        why = "the broker refused it"
+    else:
+        why = "not sent (broker error); tried again by the next reconciliation"
     actor._alert(
         "unprotected",
         Severity.CRITICAL,

@@ -19,9 +19,11 @@ from actors.state import ExitReason, Mode, Origin
 from brokers.base import (
     BrokerError,
     BrokerUnavailable,
+    DuplicateClientOrderId,
     Order,
     OrderRejected,
     OrderRequest,
+    OrderStatus,
     OrderType,
     Side,
 )
@@ -206,19 +208,38 @@ async def test_unprotected_stop_is_restored_once_not_twice_across_two_restarts(
 
 class _StopsRefused(SimBroker):
     """The sim venue refusing stop orders with ``refusal`` (a hand sell limit holding the
-    shares: Alpaca's 403 'insufficient qty available'), or failing to take them."""
+    shares: Alpaca's 403 'insufficient qty available'), failing to take them, or (for
+    ``DuplicateClientOrderId``) knowing the id as an order canceled long ago."""
 
     refusal: type[BrokerError] | None = None
+    _dead: dict[str, Order] = {}
 
     async def submit(self, request: OrderRequest) -> Order:
         if self.refusal is not None and request.type is OrderType.STOP:
+            if self.refusal is DuplicateClientOrderId:
+                self._dead = {
+                    request.client_order_id: Order(
+                        "old-1",
+                        request.client_order_id,
+                        request.symbol,
+                        request.side,
+                        request.qty,
+                        OrderType.STOP,
+                        OrderStatus.CANCELED,
+                        stop_price=request.stop_price,
+                    )
+                }
             raise self.refusal(
                 "insufficient qty available for order (requested: 100, available: 0)"
             )
         return await super().submit(request)
 
+    async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        dead = self._dead.get(client_order_id)
+        return dead if dead is not None else await super().order_by_client_id(client_order_id)
 
-@pytest.mark.parametrize("refusal", [OrderRejected, BrokerUnavailable])
+
+@pytest.mark.parametrize("refusal", [OrderRejected, BrokerUnavailable, DuplicateClientOrderId])
 async def test_a_stop_restore_the_broker_does_not_take_is_reported_unprotected_not_restored(
     tmp_path: Path, refusal: type[BrokerError]
 ) -> None:
