@@ -221,7 +221,9 @@ class SqliteStore:
         await self._writer.submit(quarantine_batch(symbol, reason, self._now()))
         _log.warning("store %s: snapshot of %s quarantined: %s", self._path, symbol, reason)
 
-    async def bind_venue_account(self, number: str, *, force: bool = False) -> None:
+    async def bind_venue_account(
+        self, number: str, *, force: bool = False, write: bool = True
+    ) -> None:
         """Bind the store to the venue's own account number, or check it is the bound one.
 
         The file is named after the broker's account label, which can stand for
@@ -229,6 +231,8 @@ class SqliteStore:
         first connect records the number; a later one with another raises
         ``StoreError`` (its positions, history and attempt counts are another
         account's), unless ``force`` rebinds it (the operator's explicit choice).
+        ``write=False`` (a dry run) only checks: nothing is bound. A failed write
+        raises ``StoreWriteError``.
         """
         self._require_open()
         ((bound,),) = await self._select(f"SELECT venue_account FROM {META_TABLE} WHERE id = 1")
@@ -240,10 +244,16 @@ class SqliteStore:
                 f"trades account {number}; use another state dir, or force_account to rebind"
             )
 
+        if not write:
+            return
+
         def bind(conn: sqlite3.Connection) -> None:
             conn.execute(f"UPDATE {META_TABLE} SET venue_account = ?", (number,))
 
-        await self._writer.call(bind)
+        try:
+            await self._writer.call(bind)
+        except sqlite3.Error as exc:
+            raise StoreWriteError(f"store {self._path}: venue account not bound: {exc}") from exc
         if bound is None:
             _log.info("store %s bound to venue account %s", self._path, number)
         else:

@@ -162,6 +162,7 @@ class App:
     # them during a reconnect's run, by not reading): delivered in order after it.
     _hold_all: list[Bar | Execution | OrderUpdate] | None = None
     _store: SqliteStore | None = None
+    _venue_refusal: str | None = None  # the last venue-account refusal alerted
     ready: bool = False  # boot recovery done: operator commands are taken from then on
     # Symbols whose actor restarted and is not reconciled yet (its runs may retry):
     # an operator's resume or flatten waits for their run.
@@ -642,7 +643,9 @@ class App:
         """Bind the store to the venue's account number (``StoreError``: another's)."""
         number = broker.venue_account
         if number is not None:
-            await store.bind_venue_account(number, force=self.force_account)
+            await store.bind_venue_account(
+                number, force=self.force_account, write=not self.read_only
+            )
 
     async def _venue_checked(self, broker: Broker) -> bool:
         """``_bind_venue`` after a reconnect: False (alerted) when the store is another's."""
@@ -651,8 +654,14 @@ class App:
         try:
             await self._bind_venue(self._store, broker)
         except StoreError as exc:
-            self.alert(Alert("store", Severity.CRITICAL, str(exc), self.wall.now()))
+            why = str(exc)
+            if why != self._venue_refusal:  # once, not at every retry
+                self._venue_refusal = why
+                self.alert(Alert("store", Severity.CRITICAL, why, self.wall.now()))
+            else:
+                _log.warning("still refused: %s", why)
             return False
+        self._venue_refusal = None
         return True
 
     async def _checkpoints(self, store: SqliteStore, clock: Clock) -> None:

@@ -305,8 +305,11 @@ async def test_keys_of_another_account_are_refused_and_the_store_left_alone(
     could not connect meets the other account at its reconnect and stays degraded."""
     _, config = write_profile(tmp_path)
     state = tmp_path / "state"
+    dry = await open_venue_as(_KeysOf, config, state, VirtualClock())
+    dry.number = "PA-9"
+    await App(config=config, state_dir=state, broker=dry).reconcile_once(dry_run=True)
     venue = await open_venue_as(_KeysOf, config, state, VirtualClock())
-    async with Trader(config, state, venue):
+    async with Trader(config, state, venue):  # the dry run bound nothing: PA-1 binds
         pass
     runs = len(reports(state))
     before = stored(state, OTHER)
@@ -330,5 +333,8 @@ async def test_keys_of_another_account_are_refused_and_the_store_left_alone(
         )
         assert trader.app.degraded
         assert all(a.lifecycle is Lifecycle.SUSPENDED for a in trader.app.actors.values())
+        await asyncio.sleep(1.0)  # retries (backoff from 0.02 s) meet the same refusal
+        refusals = [a for a in trader.alerts if a.kind == "store"]
+        assert [a.severity for a in refusals] == [Severity.CRITICAL], "said once"
     assert len(reports(state)) == runs, "no run on another account's store"
     assert stored(state, OTHER) == before

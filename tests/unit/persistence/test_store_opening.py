@@ -183,8 +183,11 @@ async def test_the_venue_account_is_bound_at_the_first_connect_and_another_refus
     trade; keys of another account later are refused, the binding kept, unless forced."""
     store = await open_store(store_path, "alpaca-paper")
     try:
+        await store.bind_venue_account("PA-999", write=False)  # a dry run binds nothing
         await store.bind_venue_account("PA-111")
         await store.bind_venue_account("PA-111")  # the same: nothing to say
+        with pytest.raises(StoreError, match="venue account PA-111"):
+            await store.bind_venue_account("PA-999", write=False)  # but still checks
     finally:
         await store.close()
 
