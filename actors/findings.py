@@ -86,7 +86,9 @@ def external_kind(before: PositionState, applied: model.Applied, ex: Execution) 
         return "closed"
     if applied.partial is not None:
         return "reduced"
-    if abs(applied.state.qty) > abs(before.qty):
+    if abs(applied.state.qty) > abs(before.qty) and not ex.client_order_id.startswith(
+        own_prefix(before.account, before.symbol)
+    ):  # one of ours whose intent is settled already (a late part of our entry) is ours
         return "added"
     return None
 

@@ -224,8 +224,9 @@ class TradingRest:
                     "they cannot be paged"
                 )
             # Up to and including the oldest time seen: orders sharing it that the
-            # page cut off come again (known ones are skipped by id).
-            until = min(o.created_at for o in page) + timedelta(microseconds=1)
+            # page cut off come again (known ones are skipped by id). Alpaca sorts
+            # and cuts by submission time, which may come after the creation time.
+            until = min(o.submitted_at or o.created_at for o in page) + timedelta(microseconds=1)
         orders = []
         for alpaca in found.values():
             try:
