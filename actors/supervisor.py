@@ -111,6 +111,7 @@ class SupervisorActor(Actor[RunRecovery]):
         # executions (``_should_heal``): what the broker holds meanwhile is reported.
         self._fill_waits: set[str] = set()
         self.last_report: RecoveryReport | None = None
+        self._last_failure: tuple[str, ...] | None = None  # of the last run, if it failed
 
     async def receive(self, msg: RunRecovery) -> object:
         return await self.recover(msg.mode, dry_run=msg.dry_run, symbols=msg.symbols)
@@ -447,7 +448,12 @@ class SupervisorActor(Actor[RunRecovery]):
         body = msgspec.json.encode(report).decode()
         level = logging.WARNING if report.critical_issues else logging.INFO
         _log.log(level, "reconciliation %s: %s", report.mode, body)
-        if report.critical_issues:
+        # A run that fails as the one before did (retried every 30-60 s while the
+        # cause lasts) is logged and stored, but alerted once, not at every retry.
+        failure = None if report.broker_reachable else tuple(report.critical_issues)
+        repeated = failure is not None and failure == self._last_failure
+        self._last_failure = failure
+        if report.critical_issues and not repeated:
             self.alert(
                 Alert(
                     kind="reconciliation",

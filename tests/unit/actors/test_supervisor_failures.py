@@ -99,3 +99,25 @@ async def test_a_run_that_raises_reports_itself_not_reconciled(store: SqliteStor
     assert [(a.kind, a.severity) for a in alerts] == [("reconciliation", Severity.CRITICAL)]
     (row,) = await store.reports()
     assert row.mode == "reconnect"
+
+
+async def test_a_failure_that_repeats_is_alerted_once_until_a_run_succeeds(
+    store: SqliteStore,
+) -> None:
+    alerts: list[Alert] = []
+    garbled = [True]
+
+    async def truth() -> tuple[list[BrokerPosition], list[Order]]:
+        return await (_garbled() if garbled[0] else _nothing_held())
+
+    async with Supervisor(name="test") as sup:
+        supervisor = _supervisor(store, truth, alerts)
+        await sup.start(supervisor)
+        runs = []
+        for bad in (True, True, False, True):
+            garbled[0] = bad
+            runs.append(await supervisor.recover("periodic"))
+
+    assert [r.broker_reachable for r in runs] == [False, False, True, False]
+    assert [a.kind for a in alerts] == ["reconciliation", "reconciliation"], "1st and 4th"
+    assert len(await store.reports()) == 4, "every run stored"
