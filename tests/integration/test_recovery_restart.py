@@ -8,6 +8,8 @@ before the actor trades again.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from actors.bars import BarRing
 from actors.position import PositionActor
 from actors.state import PositionState
 from actors.strategy import Action, PivotBreakout, Session
-from brokers.base import Bar, Execution, Order, Side
+from brokers.base import Bar, BrokerPosition, Execution, Order, Side
 from brokers.sim import SimBroker
 from runtime.actor import Lifecycle
 from runtime.clock import VirtualClock
@@ -147,3 +149,65 @@ async def test_a_fill_streaming_in_while_a_restarted_actor_is_reconciled_is_not_
     restart = reports(state)[-1]
     assert restart["mode"] == "restart"
     assert restart["drifts"] == []
+
+
+class _ReadHeld(SimBroker):
+    """The sim venue whose position query waits on ``gate`` once ``held`` is set (the
+    restart's run, held half done while the test pauses or resumes the trader)."""
+
+    held = False
+
+    @functools.cached_property
+    def gate(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    async def positions(self) -> list[BrokerPosition]:
+        if self.held:
+            await self.gate.wait()
+        return await super().positions()
+
+
+async def test_an_operators_pause_and_resume_leave_a_restarting_actor_to_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The actor crashes and restarts; while its symbol's run is held half done, the
+    operator pauses and resumes: the actor stays suspended until its run reconciled
+    it. Paused during a second restart's run, it stays suspended after that run too,
+    until ``resume``."""
+    _, config = write_profile(tmp_path)
+    state = tmp_path / "state"
+    await holding(config, state)
+    bugs = _crash_once_when_armed(monkeypatch)
+    clock = VirtualClock()
+    venue = await open_venue_as(_ReadHeld, config, state, clock)
+    async with Trader(config, state, venue) as trader:
+        app, actor = trader.app, trader.app.actors[SYMBOL]
+
+        async def crash_and_hold(restart: int) -> int:
+            runs = len(reports(state))
+            venue.gate.clear()
+            venue.held = bugs["armed"] = True
+            await print_bars(venue, clock, 1)
+            await until(lambda: app.sup.restarts(actor) == restart, "the actor restarted")
+            await until(lambda: SYMBOL in app.restarting, "its restart run begun")
+            return runs
+
+        async def release(runs: int) -> None:
+            venue.held = False
+            venue.gate.set()
+            await until(lambda: len(reports(state)) > runs, "the restart's run")
+            await until(lambda: SYMBOL not in app.restarting, "its run done")
+
+        runs = await crash_and_hold(1)
+        app.pause()
+        app.resume()  # the operator's resume, while the run is held
+        assert actor.lifecycle is Lifecycle.SUSPENDED, "not before its run"
+        await release(runs)
+        await until(lambda: actor.lifecycle is Lifecycle.RUNNING, "resumed by its run")
+
+        runs = await crash_and_hold(2)
+        app.pause()
+        await release(runs)
+        assert actor.lifecycle is Lifecycle.SUSPENDED, "a pause outlasts the run"
+        app.resume()
+        await until(lambda: actor.lifecycle is Lifecycle.RUNNING, "resumed by the operator")
