@@ -25,10 +25,10 @@ import msgspec
 
 from actors.bars import BarRing
 from actors.checkpoint import CHECKPOINT_WAVE, checkpoint_all
-from actors.messages import OnBar, OnExecution, OnOrderUpdate
+from actors.messages import FlattenNow, OnBar, OnExecution, OnOrderUpdate
 from actors.position import PositionActor, PositionContext
 from actors.report import RecoveryReport
-from actors.state import PositionState
+from actors.state import Origin, PositionState
 from actors.strategy import Action, Enter, PivotBreakout, Session, Strategy, StrategyParams
 from actors.supervisor import RunRecovery, SupervisorActor
 from brokers.base import (
@@ -54,7 +54,7 @@ from runtime.actor import ActorStopped, Lifecycle
 from runtime.alerts import Alert, AlertSink, Severity, log_alert
 from runtime.clock import Clock, FunctionClock, RealClock
 from runtime.commands import fill_payload, publish_state, run_command
-from runtime.config import Config, WatchItem
+from runtime.config import Config, OrphanPolicy, WatchItem
 from runtime.failpoint import failpoint
 from runtime.heap import BootHeap
 from runtime.mqtt import CommandError, MqttBridge
@@ -193,7 +193,17 @@ class App:
             self.paused = False
             if not self.degraded:
                 self._resume_all()
+                if self.config.recovery.orphan_policy is OrphanPolicy.FLATTEN:
+                    # Adopted while paused (a hand trade streamed in): held for nobody.
+                    self.sup.spawn(self._flatten_adopted(), name="flatten-adopted")
             self.alert(Alert("paused", Severity.INFO, "resumed by the operator", self.wall.now()))
+
+    async def _flatten_adopted(self) -> None:
+        for actor in list(self.actors.values()):
+            state = actor.state
+            if state.origin is Origin.RECOVERED and not state.is_flat and actor.trading_allowed:
+                with contextlib.suppress(ActorStopped):
+                    await actor.ask(FlattenNow(reason="flatten"))
 
     def _suspend_all(self) -> None:
         for actor in self.actors.values():

@@ -41,6 +41,7 @@ from tests.integration.recovery_kit import (
     reports,
     stops,
     until,
+    warm_up,
     write_profile,
 )
 
@@ -429,3 +430,30 @@ async def test_commands_before_the_boot_reconciled_are_refused(tmp_path: Path) -
         with pytest.raises(CommandError, match="booting"):
             await run_command(app, Command(id="1", command=command))
     assert not app.paused
+
+
+async def test_under_flatten_a_hand_open_while_paused_is_flattened_on_resume(
+    tmp_path: Path,
+) -> None:
+    """Paused, a hand buy of the other watched symbol streams in: adopted, and held by
+    nobody under ``flatten``; the pause keeps the exit back until ``resume`` sends it."""
+    _, config = write_profile(tmp_path, orphan_policy="flatten")
+    state = tmp_path / "state"
+    clock = VirtualClock()
+    venue = await open_venue(config, state, clock)
+    await warm_up(venue, clock)
+    async with Trader(config, state, venue) as trader:
+        app = trader.app
+        app.pause()
+        await venue.hand_trade(OTHER, Side.BUY, 30.0)
+        actor = app.actors[OTHER]
+        await until(lambda: actor.state.qty == 30.0, "the hand buy booked")
+        assert not [i for i in actor.state.intents if i.kind.value == "exit"], "paused"
+
+        app.resume()
+        await until(
+            lambda: any(i.kind.value == "exit" for i in actor.state.intents) or actor.state.is_flat,
+            "the exit sent on resume",
+        )
+        await print_bars(venue, clock, 1)
+        await until(lambda: actor.state.is_flat, "the orphan flattened")
