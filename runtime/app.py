@@ -250,17 +250,8 @@ class App:
         try:
             return await self._recover(supervisor, "manual")
         finally:
-            held = self._hold_all
-            while held:  # the router may add while a delivery waits: those come after
-                event = held.pop(0)
-                restarting = self._held.get(_symbol_of(event))
-                if restarting is not None:  # its symbol's restart run holds it in turn
-                    restarting.append(event)
-                    continue
-                try:
-                    await self._deliver(event)
-                except ActorStopped as exc:
-                    _log.warning("event %s not delivered: %s", type(event).__name__, exc)
+            # A symbol whose restart run holds its own events takes these in turn.
+            await self._deliver_held(self._hold_all, pass_on=True)
             self._hold_all = None
 
     def _filled(self, ex: Execution, state: PositionState) -> None:
@@ -581,14 +572,24 @@ class App:
 
     async def _release(self, symbol: str) -> None:
         """Deliver what was held back for ``symbol``, in order, then route it again."""
-        held = self._held.get(symbol, [])
+        await self._deliver_held(self._held.get(symbol, []), pass_on=False)
+        self._held.pop(symbol, None)
+
+    async def _deliver_held(
+        self, held: list[Bar | Execution | OrderUpdate], *, pass_on: bool
+    ) -> None:
+        """Deliver ``held`` in order, emptying it; ``pass_on``: an event whose symbol's
+        restart run holds its events is appended there instead."""
         while held:  # the router may add while a delivery waits: those come after
             event = held.pop(0)
+            restarting = self._held.get(_symbol_of(event)) if pass_on else None
+            if restarting is not None:
+                restarting.append(event)
+                continue
             try:
                 await self._deliver(event)
             except ActorStopped as exc:
                 _log.warning("event %s not delivered: %s", type(event).__name__, exc)
-        self._held.pop(symbol, None)
 
     def _restarted(self, symbol: str) -> None:
         """A position actor restarted after a crash: reconcile its symbol, then resume it."""
