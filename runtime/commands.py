@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from actors.messages import Confirm, FlattenNow
 from actors.position import PositionActor
 from actors.report import RecoveryReport
-from actors.state import PositionState
+from actors.state import IntentKind, PositionState
 from brokers.base import Execution
 from runtime.mqtt import Command, CommandError, MqttBridge
 from runtime.status import position_view
@@ -90,7 +90,7 @@ def _may_flatten(app: App, actor: PositionActor) -> None:
 
 
 def _exiting(actor: PositionActor) -> bool:
-    return any(i.kind.value == "exit" for i in actor.state.intents)
+    return any(i.kind is IntentKind.EXIT for i in actor.state.intents)
 
 
 async def _confirm(app: App, actor: PositionActor) -> dict[str, Any]:
