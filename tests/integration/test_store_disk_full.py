@@ -10,6 +10,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from actors.messages import FillAck, GetState, OnExecution
 from actors.position import PositionActor, PositionContext
 from actors.state import PositionState
@@ -43,9 +45,16 @@ async def _set_max_pages(store: SqliteStore, pages: int | None) -> None:
     await writer.call(lambda c: c.execute(f"PRAGMA max_page_count = {pages}").fetchall())
 
 
+@pytest.mark.parametrize("held", [False, True], ids=["app-lets-go", "app-holds"])
 async def test_disk_full_suspends_alerts_and_stores_the_fill_once_space_returns(
-    tmp_path: Path,
+    tmp_path: Path, held: bool
 ) -> None:
+    """When space returns the actor resumes itself, unless the app holds it.
+
+    ``held``: the app is paused or degraded (``held_back``) while the store heals;
+    the actor must then stay suspended (no new orders) until the app lets go,
+    although its fill is stored and acknowledged.
+    """
     store = await open_store(tmp_path / "SIM-PAPER.db", "SIM-PAPER")
     broker = await SimBroker.open(SimConfig(symbols=["AAPL"], book_path=tmp_path / "venue.book"))
     alerts: list[Alert] = []
@@ -66,6 +75,7 @@ async def test_disk_full_suspends_alerts_and_stores_the_fill_once_space_returns(
         clock=FunctionClock(broker.now),
         wall=RealClock(),
         alert=alert,
+        held_back=lambda: held,
     )
     try:
         async with Supervisor() as sup:
@@ -95,6 +105,15 @@ async def test_disk_full_suspends_alerts_and_stores_the_fill_once_space_returns(
                 ack = await asyncio.wait_for(ack_task, 10)
             assert isinstance(ack, FillAck)
             assert ack.applied
+            healed = [
+                a.message for a in alerts if a.kind == "store" and a.severity is Severity.INFO
+            ]
+            if held:
+                assert _lifecycle(actor) is Lifecycle.SUSPENDED
+                assert healed == ["store writable again; still held by the app"]
+                actor.resume()  # what the app does when it lets go
+            else:
+                assert healed == ["store writable again; resumed"]
             assert _lifecycle(actor) is Lifecycle.RUNNING
             assert _stored(store.path, "X-1") == 1
             state = await actor.ask(GetState())
