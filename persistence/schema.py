@@ -12,6 +12,7 @@ To change the schema, append a ``Migration`` (never edit a released one).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -22,6 +23,7 @@ from typing import NamedTuple
 
 import aiosqlite
 
+from persistence import files
 from persistence.codec import encode_time
 from persistence.protocol import StoreError
 
@@ -172,6 +174,7 @@ async def prepare(
     """
     _check_steps(migrations)
     known = migrations[-1].version if migrations else 0
+    await _backup_before_migrating(conn, path=path, known=known, now=now)
     await conn.execute("BEGIN IMMEDIATE")
     try:
         version = await _bind(conn, path=path, account_id=account_id, now=now)
@@ -198,6 +201,53 @@ async def prepare(
             await conn.execute("ROLLBACK")
         raise
     return version
+
+
+async def _backup_before_migrating(
+    conn: aiosqlite.Connection, *, path: Path, known: int, now: Callable[[], datetime]
+) -> Path | None:
+    """Copy a store that is about to migrate to ``backups/<stem>-schema<N>-<stamp>.db``.
+
+    A migration is one transaction, so a failed one changes nothing; the copy is
+    for going back to a build that knows only schema ``N`` (a build refuses a
+    newer schema). Only a store with a schema older than ``known`` is copied; the
+    copy is not pruned with the periodic backups (its name differs). Raise
+    ``StoreError`` when it cannot be made: nothing migrates without it.
+    """
+    rows = await _fetchall(
+        conn, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (META_TABLE,)
+    )
+    if not rows:
+        return None  # a new file: nothing to keep
+    rows = await _fetchall(conn, f"SELECT schema_version FROM {META_TABLE} WHERE id = 1")
+    if not rows or not isinstance(rows[0][0], int) or not 0 < rows[0][0] < known:
+        return None  # up to date, empty, newer or unreadable: prepare() says which
+    version = rows[0][0]
+    stem = f"{path.stem}-schema{version}"
+    try:
+        target, partial = await asyncio.to_thread(
+            files.reserve_backup, path.parent / "backups", stem, now()
+        )
+        try:
+            await conn.execute("VACUUM INTO ?", (str(partial),))
+            await asyncio.to_thread(files.finish_backup, partial, target)
+        except BaseException:
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
+            raise
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(
+            f"store {path}: cannot back it up before migrating it from schema {version} "
+            f"to {known} ({exc}); nothing was changed"
+        ) from exc
+    _log.warning(
+        "store %s is at schema %d and will be migrated to %d; copy kept at %s "
+        "(for going back to an older build)",
+        path,
+        version,
+        known,
+        target,
+    )
+    return target
 
 
 def _check_steps(migrations: Sequence[Migration]) -> None:

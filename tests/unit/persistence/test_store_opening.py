@@ -218,6 +218,58 @@ async def test_a_version_2_store_migrates_and_binds_its_venue_account(store_path
         await store.close()
 
 
+def _schema_copies(path: Path) -> list[Path]:
+    backups = path.parent / "backups"
+    return sorted(backups.glob(f"{path.stem}-schema*.db")) if backups.exists() else []
+
+
+def _version_and_executions(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(path) as db:
+        ((version,),) = db.execute("SELECT schema_version FROM stalwart_meta").fetchall()
+        ((count,),) = db.execute("SELECT count(*) FROM executions").fetchall()
+    return int(version), int(count)
+
+
+async def test_a_store_is_copied_before_it_migrates_and_only_then(store_path: Path) -> None:
+    """The copy is the way back to an older build, which refuses a newer schema."""
+    await _store_with_rows(store_path, n=0)  # a new file migrates from 0: nothing to copy
+    assert _schema_copies(store_path) == []
+    await _store_with_rows(store_path, n=3)  # up to date: nothing to copy
+    assert _schema_copies(store_path) == []
+
+    later = SCHEMA_VERSION + 1
+    step = schema.Migration(later, "notes", ("CREATE TABLE notes (body TEXT NOT NULL)",))
+    async with aiosqlite.connect(store_path, isolation_level=None) as conn:
+        kwargs = _prepare_args(store_path)
+        migrations = (*schema.MIGRATIONS, step)
+        assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
+        assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
+
+    (copy,) = _schema_copies(store_path)  # one copy, of the version before
+    assert copy.name.startswith(f"{store_path.stem}-schema{SCHEMA_VERSION}-")
+    assert _version_and_executions(copy) == (SCHEMA_VERSION, 3)
+    assert copy.stat().st_mode & 0o777 == 0o600
+    assert not list(copy.parent.glob("*.partial"))
+
+
+async def test_a_migration_that_cannot_be_backed_up_changes_nothing(store_path: Path) -> None:
+    await _store_with_rows(store_path, n=2)
+    (store_path.parent / "backups").write_text("in the way")  # no backups directory possible
+    later = SCHEMA_VERSION + 1
+    step = schema.Migration(later, "notes", ("CREATE TABLE notes (body TEXT NOT NULL)",))
+    async with aiosqlite.connect(store_path, isolation_level=None) as conn:
+        with pytest.raises(StoreError, match=f"before migrating it from schema {SCHEMA_VERSION}"):
+            await schema.prepare(
+                conn,
+                path=store_path,
+                account_id=ACCOUNT,
+                force_account=False,
+                now=StepClock(),
+                migrations=(*schema.MIGRATIONS, step),
+            )
+    assert _version_and_executions(store_path) == (SCHEMA_VERSION, 2)
+
+
 async def test_reopen_keeps_data_and_findings_stay_empty(store_path: Path) -> None:
     await _store_with_rows(store_path, n=3)
 
