@@ -218,6 +218,18 @@ async def test_a_version_2_store_migrates_and_binds_its_venue_account(store_path
         await store.close()
 
 
+async def _migrate(conn: aiosqlite.Connection, path: Path, *later: schema.Migration) -> int:
+    """Prepare ``path`` with the released migrations and ``later`` ones after them."""
+    return await schema.prepare(
+        conn,
+        path=path,
+        account_id=ACCOUNT,
+        force_account=False,
+        now=StepClock(),
+        migrations=(*schema.MIGRATIONS, *later),
+    )
+
+
 def _schema_copies(path: Path) -> list[Path]:
     backups = path.parent / "backups"
     return sorted(backups.glob(f"{path.stem}-schema*.db")) if backups.exists() else []
@@ -240,10 +252,8 @@ async def test_a_store_is_copied_before_it_migrates_and_only_then(store_path: Pa
     later = SCHEMA_VERSION + 1
     step = schema.Migration(later, "notes", ("CREATE TABLE notes (body TEXT NOT NULL)",))
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
-        kwargs = _prepare_args(store_path)
-        migrations = (*schema.MIGRATIONS, step)
-        assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
-        assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
+        assert await _migrate(conn, store_path, step) == later
+        assert await _migrate(conn, store_path, step) == later
 
     (copy,) = _schema_copies(store_path)  # one copy, of the version before
     assert copy.name.startswith(f"{store_path.stem}-schema{SCHEMA_VERSION}-")
@@ -259,14 +269,7 @@ async def test_a_migration_that_cannot_be_backed_up_changes_nothing(store_path: 
     step = schema.Migration(later, "notes", ("CREATE TABLE notes (body TEXT NOT NULL)",))
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
         with pytest.raises(StoreError, match=f"before migrating it from schema {SCHEMA_VERSION}"):
-            await schema.prepare(
-                conn,
-                path=store_path,
-                account_id=ACCOUNT,
-                force_account=False,
-                now=StepClock(),
-                migrations=(*schema.MIGRATIONS, step),
-            )
+            await _migrate(conn, store_path, step)
     assert _version_and_executions(store_path) == (SCHEMA_VERSION, 2)
 
 
@@ -285,12 +288,10 @@ async def test_a_later_migration_step_runs_once_and_moves_the_version(store_path
     await _store_with_rows(store_path, n=1)
     later = SCHEMA_VERSION + 1
     step = schema.Migration(later, "notes", ("CREATE TABLE notes (body TEXT NOT NULL)",))
-    migrations = (*schema.MIGRATIONS, step)
 
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
-        kwargs = _prepare_args(store_path)
-        assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
-        assert await schema.prepare(conn, migrations=migrations, **kwargs) == later  # type: ignore[arg-type]
+        assert await _migrate(conn, store_path, step) == later
+        assert await _migrate(conn, store_path, step) == later
         tables = [r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master")]
 
     assert "notes" in tables
@@ -306,14 +307,7 @@ async def test_a_failing_migration_leaves_the_file_as_it_was(store_path: Path) -
 
     async with aiosqlite.connect(store_path, isolation_level=None) as conn:
         with pytest.raises(sqlite3.OperationalError):
-            await schema.prepare(
-                conn,
-                path=store_path,
-                account_id=ACCOUNT,
-                force_account=False,
-                now=StepClock(),
-                migrations=(*schema.MIGRATIONS, broken),
-            )
+            await _migrate(conn, store_path, broken)
         tables = [r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master")]
         ((version,),) = await conn.execute_fetchall("SELECT schema_version FROM stalwart_meta")
 
