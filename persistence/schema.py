@@ -27,7 +27,15 @@ from persistence import files
 from persistence.codec import encode_time
 from persistence.protocol import StoreError
 
-__all__ = ["META_TABLE", "MIGRATIONS", "SCHEMA_VERSION", "Migration", "prepare", "refuse_foreign"]
+__all__ = [
+    "META_TABLE",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "copy_into_backups",
+    "prepare",
+    "refuse_foreign",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -203,6 +211,26 @@ async def prepare(
     return version
 
 
+async def copy_into_backups(
+    conn: aiosqlite.Connection, directory: Path, stem: str, at: datetime
+) -> Path:
+    """Copy ``conn``'s database to ``directory/<stem>-<stamp>.db``; return the copy's path.
+
+    The copy is a consistent snapshot (``VACUUM INTO``), written to a ``0600``
+    partial file and renamed into place once flushed: a file with a backup's
+    name is always whole. Raise what SQLite or the file system raised (nothing
+    partial is left behind).
+    """
+    target, partial = await asyncio.to_thread(files.reserve_backup, directory, stem, at)
+    try:
+        await conn.execute_fetchall("VACUUM INTO ?", (str(partial),))
+        await asyncio.to_thread(files.finish_backup, partial, target)
+    except BaseException:
+        await asyncio.to_thread(partial.unlink, missing_ok=True)
+        raise
+    return target
+
+
 async def _backup_before_migrating(
     conn: aiosqlite.Connection, *, path: Path, known: int, now: Callable[[], datetime]
 ) -> Path | None:
@@ -223,17 +251,10 @@ async def _backup_before_migrating(
     if not rows or not isinstance(rows[0][0], int) or not 0 < rows[0][0] < known:
         return None  # up to date, empty, newer or unreadable: prepare() says which
     version = rows[0][0]
-    stem = f"{path.stem}-schema{version}"
     try:
-        target, partial = await asyncio.to_thread(
-            files.reserve_backup, path.parent / "backups", stem, now()
+        target = await copy_into_backups(
+            conn, path.parent / "backups", f"{path.stem}-schema{version}", now()
         )
-        try:
-            await conn.execute("VACUUM INTO ?", (str(partial),))
-            await asyncio.to_thread(files.finish_backup, partial, target)
-        except BaseException:
-            await asyncio.to_thread(partial.unlink, missing_ok=True)
-            raise
     except (sqlite3.Error, OSError) as exc:
         raise StoreError(
             f"store {path}: cannot back it up before migrating it from schema {version} "

@@ -54,7 +54,7 @@ from persistence.protocol import (
     StoreWriteError,
     Write,
 )
-from persistence.schema import META_TABLE
+from persistence.schema import META_TABLE, copy_into_backups
 from persistence.writer import GroupCommitWriter
 
 __all__ = ["SqliteStore", "open_store"]
@@ -271,17 +271,14 @@ class SqliteStore:
         self._require_open()
         directory = self._path.parent / "backups"
         async with self._backup_lock:
-            target, partial = await asyncio.to_thread(
-                files.reserve_backup, directory, self._path.stem, self._now()
-            )
             try:
-                await self._reader.execute_fetchall("VACUUM INTO ?", (str(partial),))
-                await asyncio.to_thread(files.finish_backup, partial, target)
+                target = await copy_into_backups(
+                    self._reader, directory, self._path.stem, self._now()
+                )
                 removed = await asyncio.to_thread(
                     files.prune_backups, directory, self._path.stem, self._backups_keep
                 )
             except (sqlite3.Error, OSError) as exc:
-                await asyncio.to_thread(partial.unlink, missing_ok=True)
                 raise StoreError(f"store {self._path}: backup failed: {exc}") from exc
         _log.info(
             "store %s backed up to %s (%s); %d old backup(s) removed",
