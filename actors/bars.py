@@ -62,6 +62,14 @@ class BarRing:
         """``append`` for a caller that holds ``bar.ts`` as POSIX seconds (``ts``) already."""
         if bar.symbol != self.symbol:
             raise ValueError(f"bar of {bar.symbol} appended to the buffer of {self.symbol}")
+        if not plausible(bar.open, bar.high, bar.low, bar.close, bar.volume):
+            return False
+        return self.append_valid(bar, ts)
+
+    def append_valid(self, bar: Bar, ts: float) -> bool:
+        """``append_at`` for a caller that checked ``bar`` with ``plausible`` already."""
+        if bar.symbol != self.symbol:
+            raise ValueError(f"bar of {bar.symbol} appended to the buffer of {self.symbol}")
         d = self._data
         head, count = self._head, self._count
         if count:
@@ -69,10 +77,7 @@ class BarRing:
                 return False
         elif not d:
             d = self._data = array("d", bytes(_SLOT_BYTES * self.capacity))
-        open_, high, low, close, volume = bar.open, bar.high, bar.low, bar.close, bar.volume
-        if not plausible(open_, high, low, close, volume):
-            return False
-        _pack_slot(d, head * _SLOT_BYTES, ts, open_, high, low, close, volume)
+        _pack_slot(d, head * _SLOT_BYTES, ts, bar.open, bar.high, bar.low, bar.close, bar.volume)
         self._head = (head + 1) % self.capacity
         if count < self.capacity:
             self._count = count + 1

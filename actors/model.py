@@ -75,6 +75,7 @@ __all__ = [
     "close_externally",
     "closed_externally",
     "mark_bar",
+    "mark_prices",
     "override_quantity",
     "resolve_intent",
     "roll_day",
@@ -123,13 +124,19 @@ def set_levels(state: PositionState, day: date, levels: dict[str, float]) -> Pos
 
 def mark_bar(state: PositionState, bar: Bar) -> PositionState:
     """Track the last price and the trade's extremes (for MAE/MFE) from a bar."""
-    # Every bar of every symbol comes through here: the new state is made by
-    # one ``replace``.
     if bar.symbol != state.symbol:
         raise WrongSymbol(f"bar for {bar.symbol} sent to {state.symbol}")
-    close, high, low = bar.close, bar.high, bar.low
-    if not plausible(bar.open, high, low, close, bar.volume):
+    if not plausible(bar.open, bar.high, bar.low, bar.close, bar.volume):
         check_bar(bar)
+    return mark_prices(state, bar.close, bar.high, bar.low)
+
+
+def mark_prices(state: PositionState, close: float, high: float, low: float) -> PositionState:
+    """``mark_bar`` from prices already checked: ``close`` is the last price, ``high``
+    and ``low`` the extremes of one bar or of several in a row (the position actor
+    folds the bars it has seen since the state was last read in one call).
+    """
+    # The new state is made by one ``replace``, or none when nothing moved.
     if state.qty == 0:
         if state.last_price == close:
             return state

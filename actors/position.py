@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 import msgspec
 
 from actors import model
-from actors.bars import BarRing
+from actors.bars import BarRing, plausible
 from actors.days import TradingDay, session_start, trading_day_of
 from actors.findings import external_kind
 from actors.heal import heal_symbol
@@ -39,6 +39,7 @@ from actors.messages import (
     SetMode,
 )
 from actors.orders import OrderDesk
+from actors.rules import check_bar
 from actors.snapshot import BarsError, SnapshotError, decode_snapshot, encode_state
 from actors.state import SCHEMA_VERSION, IntentKind, Mode, Origin, PositionState
 from actors.strategy import (
@@ -48,6 +49,8 @@ from actors.strategy import (
     ExitPartial,
     Flatten,
     MoveStop,
+    Quiet,
+    Session,
     SetLevels,
     Strategy,
     StrategyParams,
@@ -138,7 +141,19 @@ class PositionActor(Actor[PositionMsg]):
         self.strategy = strategy or ctx.strategy
         self._snapshot = snapshot
         self._first_start = True
-        self.state = self._fresh(today)
+        # The close, high and low of the bars taken since the state was last read,
+        # folded into it by the next read (``state``): most bars change nothing
+        # else, and one ``replace`` for many bars is cheaper than one for each.
+        self._marks: tuple[float, float, float] | None = None
+        self._state = self._fresh(today)
+        # What the strategy called quiet for a state and session (``Quiet``).
+        self._quiet: tuple[PositionState, Session, Quiet] | None = None
+        quiet_of = getattr(self.strategy, "quiet", None)
+        self._quiet_of: Callable[[PositionState, Session, float], Quiet | None] | None = (
+            quiet_of if callable(quiet_of) else None
+        )
+        # Whether decide may see a state whose marks lag the bars (``Quiet``).
+        self._blind = getattr(self.strategy, "reads_marks", True) is False
         self.bars = BarRing(symbol, ctx.bar_capacity)
         self.checkpointed_at: datetime | None = None
         self._loaded_mark: datetime | None = None
@@ -150,6 +165,24 @@ class PositionActor(Actor[PositionMsg]):
         self.desk = OrderDesk(self)
         self._day: TradingDay | None = None  # the trading day of the last bar
 
+    @property
+    def state(self) -> PositionState:
+        """Return the position's state, with the marks of every bar taken so far."""
+        marks = self._marks
+        if marks is not None:
+            self._marks = None
+            before = self._state
+            after = self._state = model.mark_prices(before, *marks)
+            quiet = self._quiet
+            if quiet is not None and quiet[0] is before:
+                # The marks are not what a strategy's quiet bars depend on (``Quiet``).
+                self._quiet = (after, quiet[1], quiet[2])
+        return self._state
+
+    @state.setter
+    def state(self, state: PositionState) -> None:
+        self._state = state
+
     # -- lifecycle -----------------------------------------------------------------
 
     def _fresh(self, today: date | None = None) -> PositionState:
@@ -159,6 +192,8 @@ class PositionActor(Actor[PositionMsg]):
 
     async def on_start(self) -> None:
         restart = not self._first_start
+        # A restart starts from the stored state: nothing of the run before it carries over.
+        self._marks = self._quiet = None
         row = self._snapshot if self._first_start else await self._reload()
         self._first_start = False
         self._snapshot = None
@@ -391,7 +426,10 @@ class PositionActor(Actor[PositionMsg]):
     def _take_bar(self, bar: Bar) -> list[Action]:
         """Record ``bar`` (state, buffer) and return what the strategy decides on it."""
         # Every bar of the session comes through here: its time is converted once,
-        # and the day is looked up only when the bar leaves the day seen last.
+        # the day is looked up only when the bar leaves the day seen last, its
+        # prices are checked once, and its mark waits in ``_marks`` until the state
+        # is next read (``state``). A bar the strategy called quiet for this state
+        # ends here.
         when = bar.ts
         if when.tzinfo is None:
             raise BadEvent(f"bar at naive time {when.isoformat()} (times must carry a timezone)")
@@ -399,21 +437,60 @@ class PositionActor(Actor[PositionMsg]):
         day = self._day
         if day is None or not day.start <= ts < day.end:
             day = self._day = trading_day_of(self.ctx.calendar, when, self.ctx.bar_seconds)
-        state = self.state
-        try:
-            if day.day > state.trading_day:
-                state = model.roll_day(state, day.day)
-            state = model.mark_bar(state, bar)
-        except model.ModelError as exc:
-            raise BadEvent(str(exc)) from exc
-        self.bars.append_at(bar, ts)
-        self.state = state
+        if bar.symbol != self.symbol:
+            raise BadEvent(f"bar for {bar.symbol} sent to {self.symbol}")
+        high, low, close = bar.high, bar.low, bar.close
+        valid = plausible(bar.open, high, low, close, bar.volume)
+        if not valid:
+            try:
+                check_bar(bar)
+            except model.ModelError as exc:
+                raise BadEvent(str(exc)) from exc
+        state = self._state
+        if day.day > state.trading_day:
+            try:
+                state = self.state = model.roll_day(self.state, day.day)
+            except model.ModelError as exc:
+                raise BadEvent(str(exc)) from exc
+        marks = self._marks
+        if marks is None:
+            self._marks = (close, high, low)
+        else:
+            self._marks = (
+                close,
+                high if high > marks[1] else marks[1],
+                low if low < marks[2] else marks[2],
+            )
+        if valid:
+            self.bars.append_valid(bar, ts)
         self._dirty = True
         if not (
             self._lifecycle is _RUNNING and not self.unverified and state.mode is _MANAGED
         ):  # trading_allowed, without its property and enum lookups
             return []
+        quiet = self._quiet
+        if quiet is None or quiet[0] is not state or quiet[1] is not day.session:
+            quiet = self._quiet = self._quiet_for(state, day.session, ts)
+        if quiet is not None:
+            since, until, close_lo, close_hi, high_below, low_above = quiet[2]
+            if (
+                since <= ts < until
+                and close_lo <= close <= close_hi
+                and high < high_below
+                and low > low_above
+            ):
+                return []
+        if not self._blind:
+            state = self.state
         return self.strategy.decide(state, self.bars, bar, day.session)
+
+    def _quiet_for(
+        self, state: PositionState, session: Session, ts: float
+    ) -> tuple[PositionState, Session, Quiet] | None:
+        if self._quiet_of is None:
+            return None
+        band = self._quiet_of(state, session, ts)
+        return None if band is None else (state, session, band)
 
     async def _act(self, action: Action) -> None:
         match action:

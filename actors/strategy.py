@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -36,6 +36,7 @@ __all__ = [
     "Flatten",
     "MoveStop",
     "PivotBreakout",
+    "Quiet",
     "Session",
     "SetLevels",
     "Strategy",
@@ -114,6 +115,31 @@ class Strategy(Protocol):
     ) -> list[Action]: ...
 
 
+class Quiet(NamedTuple):
+    """Bars on which ``decide`` returns nothing for a given state and session.
+
+    A bar opening at ``ts`` (POSIX seconds) is quiet when ``since <= ts < until``,
+    ``close_lo <= close <= close_hi``, ``high < high_below`` and
+    ``low > low_above``. A strategy may offer ``quiet(state, session, ts)``: the
+    position actor then skips ``decide`` for every quiet bar of that state, most
+    bars of a session, and calls it for the others. A strategy with
+    ``reads_marks = False`` declares that ``decide`` reads neither
+    ``last_price`` nor ``trade_high``/``trade_low`` of the state (the actor may
+    pass a state whose marks lag the bars; ``bar`` and ``bars`` carry them).
+    """
+
+    since: float
+    until: float
+    close_lo: float
+    close_hi: float
+    high_below: float
+    low_above: float
+
+
+_INF = math.inf
+_ANY_PRICE = (-_INF, _INF, _INF, -_INF)
+
+
 class _Cutoffs:
     """A session's times as POSIX seconds, computed once per session, not per bar."""
 
@@ -132,6 +158,7 @@ class PivotBreakout:
     """The reference strategy (see the module docstring)."""
 
     name = "pivot_breakout"
+    reads_marks = False
 
     def __init__(self, params: StrategyParams) -> None:
         self.params = params
@@ -170,6 +197,75 @@ class PivotBreakout:
         if levels is None or levels is state.levels or levels == state.levels:
             return self._decide(state, bars, bar, levels, ts, bar_end, cut)
         return [SetLevels(dict(levels)), *self._decide(state, bars, bar, levels, ts, bar_end, cut)]
+
+    def quiet(self, state: PositionState, session: Session, ts: float) -> Quiet | None:
+        """Return the bars around ``ts`` on which ``decide`` does nothing, or None.
+
+        Mirrors ``decide`` rule for rule (a property test holds the two
+        together): a bar is quiet when it cannot set the day's levels, cross a
+        pivot of a flat position, reach a target of an open one or fall in the
+        end-of-day window.
+        """
+        if state.mode is not _MANAGED:
+            return Quiet(-_INF, _INF, *_ANY_PRICE)
+        cut = self._cut(session)
+        bs = session.bar_seconds
+        until = _INF
+        levels = self._fixed
+        if levels is not None:
+            if levels is not state.levels and levels != state.levels:
+                return None  # the next decide records them
+        elif state.levels and state.levels_day == state.trading_day:
+            levels = state.levels
+        else:
+            # The opening range sets them once complete; before that there are none.
+            if ts + bs >= cut.range_end:
+                return None
+            until = cut.range_end - bs
+        if state.qty != 0:
+            return self._quiet_managing(state, bar_end=ts + bs, until=until, cut=cut)
+        if levels is None or any(i.kind is _ENTRY for i in state.intents):
+            return Quiet(-_INF, until, *_ANY_PRICE)
+        # A bar ending after the entry cutoff enters nothing; one ending at it or before
+        # enters on a close beyond a level.
+        last_entry = math.nextafter(cut.no_entry - bs, _INF)
+        if ts + bs > cut.no_entry:
+            return Quiet(last_entry, until, *_ANY_PRICE)
+        # A level whose attempts are spent enters no more (``_breakout``).
+        limit, day = self.params.max_attempts, state.trading_day
+        resistance = levels.get("resistance")
+        if resistance is not None and state.attempts_for(day, resistance, Side.BUY) >= limit:
+            resistance = None
+        support = levels.get("support")
+        if support is not None and state.attempts_for(day, support, Side.SELL) >= limit:
+            support = None
+        return Quiet(
+            -_INF,
+            min(until, last_entry),
+            -_INF if support is None else support,
+            _INF if resistance is None else resistance,
+            _INF,
+            -_INF,
+        )
+
+    def _quiet_managing(
+        self, state: PositionState, *, bar_end: float, until: float, cut: _Cutoffs
+    ) -> Quiet | None:
+        for intent in state.intents:
+            if intent.kind is _EXIT or intent.kind is _PARTIAL:
+                return Quiet(-_INF, until, *_ANY_PRICE)
+        if bar_end >= cut.eod:
+            return None
+        until = min(until, cut.eod - cut.session.bar_seconds)
+        if len(state.targets) < 2:
+            return Quiet(-_INF, until, *_ANY_PRICE)
+        t1, t2 = state.targets[0], state.targets[1]
+        partial_due = not state.partials and abs(state.qty) >= 2
+        if state.qty > 0:
+            below = min(t1, t2) if partial_due else t2
+            return Quiet(-_INF, until, -_INF, _INF, below, -_INF)
+        above = max(t1, t2) if partial_due else t2
+        return Quiet(-_INF, until, -_INF, _INF, _INF, above)
 
     def _decide(
         self,

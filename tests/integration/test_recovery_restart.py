@@ -17,7 +17,7 @@ import pytest
 from actors.bars import BarRing
 from actors.position import PositionActor
 from actors.state import PositionState
-from actors.strategy import Action, PivotBreakout, Session
+from actors.strategy import Action, PivotBreakout, Quiet, Session
 from brokers.base import Bar, BrokerPosition, Execution, Order, Side
 from brokers.sim import SimBroker
 from runtime.actor import Lifecycle
@@ -50,7 +50,16 @@ def _crash_once_when_armed(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
             raise RuntimeError("strategy bug (test double)")
         return decide(self, state, bars, bar, session)
 
+    quiet = PivotBreakout.quiet
+
+    def not_while_armed(
+        self: PivotBreakout, state: PositionState, session: Session, ts: float
+    ) -> Quiet | None:
+        # A bar it would call quiet skips decide: armed, every bar reaches it.
+        return None if bugs["armed"] else quiet(self, state, session, ts)
+
     monkeypatch.setattr(PivotBreakout, "decide", buggy)
+    monkeypatch.setattr(PivotBreakout, "quiet", not_while_armed)
     return bugs
 
 
