@@ -189,6 +189,9 @@ class PositionActor(Actor[PositionMsg]):
 
     @state.setter
     def state(self, state: PositionState) -> None:
+        # A state assigned was derived from a read of ``state`` (which folded the
+        # marks) or replaces it whole: no mark taken before it belongs to it.
+        self._bar_path.marks = None
         self._state = state
 
     # -- lifecycle -----------------------------------------------------------------

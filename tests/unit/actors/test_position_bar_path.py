@@ -32,12 +32,12 @@ class _DecidesOnEveryBar:
 
     def __init__(self, inner: PivotBreakout) -> None:
         self.inner = inner
-        self.seen: list[PositionState] = []
+        self.seen: list[tuple[PositionState, Bar]] = []
 
     def decide(
         self, state: PositionState, bars: BarRing, bar: Bar, session: Session
     ) -> list[Action]:
-        self.seen.append(state)
+        self.seen.append((state, bar))
         return self.inner.decide(state, bars, bar, session)
 
 
@@ -121,7 +121,8 @@ async def test_a_session_skipping_quiet_bars_trades_as_one_deciding_on_every_bar
     assert quiet_orders == orders
     assert [_trade_of(s) for s in quiet_states] == [_trade_of(s) for s in states]
     # A strategy that reads the marks sees the bar's own in the state it is given.
-    assert all(s.last_price is not None for s in every.seen)
+    assert every.seen
+    assert all(state.last_price == bar.close for state, bar in every.seen)
 
 
 async def test_many_bars_of_a_session_skip_the_strategy(tmp_path: Path) -> None:
@@ -170,6 +171,30 @@ async def test_marks_taken_since_the_last_read_are_in_every_state_read_and_store
         assert _marks(stored) == _marks(expected)
         assert ring.last_time() == bars[-1].ts
         assert expected.trade_high != held.trade_high  # the bars did move the extremes
+    finally:
+        await store.close()
+
+
+async def test_a_fold_that_moves_the_last_price_moves_seq(tmp_path: Path) -> None:
+    """The MQTT bridge republishes a position whose ``seq`` moved: a new price must move it."""
+    bars = [row[0] for row in make_tape(1, 3).slots]
+    venue = InstantVenue()
+    venue.market_time = bars[0].ts
+    store = await open_store(tmp_path / "seq.db", "BENCH-PAPER")
+    try:
+        actor = PositionActor(bars[0].symbol, context(store, venue))
+        async with Supervisor(name="seq") as sup:
+            await sup.start_all([actor])
+            seqs, prices = [], []
+            for bar in bars:
+                await actor.tell(OnBar(bar))
+                read = await actor.ask(GetState())
+                assert isinstance(read, PositionState)
+                seqs.append(read.seq)
+                prices.append(read.last_price)
+        assert prices == [bar.close for bar in bars]
+        assert len({bar.close for bar in bars}) == 3
+        assert seqs[0] < seqs[1] < seqs[2]
     finally:
         await store.close()
 
