@@ -15,7 +15,7 @@ from typing import Any
 from actors import model
 from actors.bars import BarRing
 from actors.snapshot import encode_snapshot
-from actors.state import SCHEMA_VERSION, ClosedTrade, Intent, PositionState
+from actors.state import SCHEMA_VERSION, ClosedTrade, Intent, IntentKind, PositionState
 from actors.strategy import Session
 from brokers.base import Bar, BrokerPosition, Execution, Order, OrderStatus, OrderType, Side
 from persistence import SnapshotRow
@@ -183,3 +183,18 @@ def order(
 
 def broker_position(qty: float, avg_price: float = 100.0, symbol: str = SYMBOL) -> BrokerPosition:
     return BrokerPosition(symbol=symbol, qty=qty, avg_price=avg_price)
+
+
+def intents_in_flight(kinds: Iterable[IntentKind], at: datetime, qty: float) -> tuple[Intent, ...]:
+    """Return a market buy intent of ``qty`` of each of ``kinds`` (ids c0, c1, ...)."""
+    return tuple(
+        Intent(
+            client_order_id=f"c{k}",
+            kind=kind,
+            side=Side.BUY,
+            qty=qty,
+            order_type=OrderType.MARKET,
+            created_at=at,
+        )
+        for k, kind in enumerate(kinds)
+    )

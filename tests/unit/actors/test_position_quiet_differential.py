@@ -21,12 +21,13 @@ from hypothesis import strategies as st
 from actors import model
 from actors.bars import BarRing
 from actors.position import PositionActor
-from actors.state import Intent, IntentKind, Mode, PartialExit, PositionState, attempt_key
+from actors.state import IntentKind, Mode, PartialExit, PositionState, attempt_key
 from actors.strategy import Action, PivotBreakout, Session, SetLevels, StrategyParams
 from bench._world import ACCOUNT, context
-from brokers.base import Bar, OrderType, Side
+from brokers.base import Bar, Side
 from runtime.actor import Lifecycle
 from runtime.clock import TradingCalendar
+from tests.unit.actors._actor_kit import intents_in_flight
 
 _CALENDAR = TradingCalendar()
 _EARLIER, _DAY, _NEXT = date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)
@@ -68,19 +69,8 @@ def _states(draw: st.DrawFn, day: date) -> PositionState:
     if kind != "none":
         levels = {"resistance": draw(_PRICES), "support": draw(_PRICES)}
     opened = _CALENDAR.open_of(day)
-    intents = tuple(
-        Intent(
-            client_order_id=f"c{k}",
-            kind=intent_kind,
-            side=Side.BUY,
-            qty=1.0,
-            order_type=OrderType.MARKET,
-            created_at=opened,
-        )
-        for k, intent_kind in enumerate(
-            draw(st.lists(st.sampled_from(list(IntentKind)), max_size=1))
-        )
-    )
+    kinds = draw(st.lists(st.sampled_from(list(IntentKind)), max_size=1))
+    intents = intents_in_flight(kinds, opened, 1.0)
     attempts: dict[str, int] = {}
     spent = draw(st.booleans())
     if levels and spent:

@@ -16,10 +16,19 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.state import Intent, IntentKind, Mode, PartialExit, PositionState, attempt_key
+from actors.state import IntentKind, Mode, PartialExit, PositionState, attempt_key
 from actors.strategy import PivotBreakout, StrategyParams
-from brokers.base import Bar, OrderType, Side
-from tests.unit.actors._actor_kit import DAY, OPEN, SESSION, bar, flat_bars, position_state, ring_of
+from brokers.base import Bar, Side
+from tests.unit.actors._actor_kit import (
+    DAY,
+    OPEN,
+    SESSION,
+    bar,
+    flat_bars,
+    intents_in_flight,
+    position_state,
+    ring_of,
+)
 
 _DAY_BEFORE = DAY - timedelta(days=3)
 _MINUTES = st.integers(min_value=-30, max_value=420)  # before the open to after the close
@@ -35,19 +44,8 @@ def _states(draw: st.DrawFn) -> PositionState:
         levels = {"resistance": draw(_PRICES), "support": draw(_PRICES)}
         if draw(st.booleans()):
             del levels[draw(st.sampled_from(["resistance", "support"]))]
-    intents = tuple(
-        Intent(
-            client_order_id=f"c{k}",
-            kind=kind,
-            side=Side.BUY,
-            qty=10.0,
-            order_type=OrderType.MARKET,
-            created_at=OPEN,
-        )
-        for k, kind in enumerate(
-            draw(st.lists(st.sampled_from(list(IntentKind)), max_size=2, unique=True))
-        )
-    )
+    kinds = draw(st.lists(st.sampled_from(list(IntentKind)), max_size=2, unique=True))
+    intents = intents_in_flight(kinds, OPEN, 10.0)
     attempts = {
         attempt_key(DAY, level, side): draw(st.integers(min_value=0, max_value=3))
         for level, side in (
