@@ -71,6 +71,7 @@ __all__ = [
     "apply_fill",
     "begin_entry",
     "begin_order",
+    "check_bar_of",
     "client_order_id",
     "close_externally",
     "closed_externally",
@@ -124,11 +125,17 @@ def set_levels(state: PositionState, day: date, levels: dict[str, float]) -> Pos
 
 def mark_bar(state: PositionState, bar: Bar) -> PositionState:
     """Track the last price and the trade's extremes (for MAE/MFE) from a bar."""
-    if bar.symbol != state.symbol:
-        raise WrongSymbol(f"bar for {bar.symbol} sent to {state.symbol}")
-    if not plausible(bar.open, bar.high, bar.low, bar.close, bar.volume):
-        check_bar(bar)
+    check_bar_of(state.symbol, bar)
     return mark_prices(state, bar.close, bar.high, bar.low)
+
+
+def check_bar_of(symbol: str, bar: Bar) -> None:
+    """Raise ``WrongSymbol`` for a bar of another symbol, ``BadInput`` for one that cannot
+    be real; a bar that passes is ``plausible`` (the buffer keeps it)."""
+    if bar.symbol != symbol:
+        raise WrongSymbol(f"bar for {bar.symbol} sent to {symbol}")
+    if not plausible(bar.open, bar.high, bar.low, bar.close, bar.volume):
+        check_bar(bar)  # names what is wrong; raises for every bar plausible refuses
 
 
 def mark_prices(state: PositionState, close: float, high: float, low: float) -> PositionState:

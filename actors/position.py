@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta
 import msgspec
 
 from actors import model
-from actors.bars import BarRing, plausible
+from actors.bars import BarRing
 from actors.days import TradingDay, session_start, trading_day_of
 from actors.findings import external_kind
 from actors.heal import heal_symbol
@@ -39,7 +39,6 @@ from actors.messages import (
     SetMode,
 )
 from actors.orders import OrderDesk
-from actors.rules import check_bar
 from actors.snapshot import BarsError, SnapshotError, decode_snapshot, encode_state
 from actors.state import SCHEMA_VERSION, IntentKind, Mode, Origin, PositionState
 from actors.strategy import (
@@ -449,15 +448,11 @@ class PositionActor(Actor[PositionMsg]):
         day = path.day
         if day is None or not day.start <= ts < day.end:
             day = path.day = trading_day_of(self.ctx.calendar, when, self.ctx.bar_seconds)
-        if bar.symbol != self.symbol:
-            raise BadEvent(f"bar for {bar.symbol} sent to {self.symbol}")
+        try:
+            model.check_bar_of(self.symbol, bar)
+        except model.ModelError as exc:
+            raise BadEvent(str(exc)) from exc
         high, low, close = bar.high, bar.low, bar.close
-        valid = plausible(bar.open, high, low, close, bar.volume)
-        if not valid:
-            try:
-                check_bar(bar)
-            except model.ModelError as exc:
-                raise BadEvent(str(exc)) from exc
         state = self._state
         if day.day > state.trading_day:
             try:
@@ -473,8 +468,7 @@ class PositionActor(Actor[PositionMsg]):
                 high if high > marks[1] else marks[1],
                 low if low < marks[2] else marks[2],
             )
-        if valid:
-            self.bars.append_valid(bar, ts)
+        self.bars.append_valid(bar, ts)
         self._dirty = True
         if not (
             self._lifecycle is _RUNNING and not self.unverified and state.mode is _MANAGED

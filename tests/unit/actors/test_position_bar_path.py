@@ -8,13 +8,17 @@ extremes) are in every state anyone reads, and in every snapshot it stores.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
+
+import msgspec
+import pytest
 
 from actors import model
 from actors.bars import BarRing
 from actors.messages import Checkpoint, GetState, OnBar, OnExecution, OnOrderUpdate
-from actors.position import PositionActor
+from actors.position import BadEvent, PositionActor
 from actors.snapshot import decode_snapshot
 from actors.state import Mode, PositionState
 from actors.strategy import Action, PivotBreakout, Session, StrategyParams
@@ -195,6 +199,37 @@ async def test_a_fold_that_moves_the_last_price_moves_seq(tmp_path: Path) -> Non
         assert prices == [bar.close for bar in bars]
         assert len({bar.close for bar in bars}) == 3
         assert seqs[0] < seqs[1] < seqs[2]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"symbol": "OTHER"}, "sent to"),
+        ({"close": math.nan}, "bar close"),
+        ({"high": 90.0, "low": 95.0}, "below its low"),
+        ({"volume": -1.0}, "volume"),
+    ],
+)
+async def test_a_bar_that_cannot_be_real_is_refused_and_changes_nothing(
+    tmp_path: Path, change: dict[str, object], error: str
+) -> None:
+    good, later = (row[0] for row in make_tape(1, 2).slots)
+    venue = InstantVenue()
+    venue.market_time = good.ts
+    store = await open_store(tmp_path / "bad.db", "BENCH-PAPER")
+    try:
+        actor = PositionActor(good.symbol, context(store, venue))
+        async with Supervisor(name="bad") as sup:
+            await sup.start_all([actor])
+            await actor.ask(OnBar(good))
+            before = await actor.ask(GetState())
+            with pytest.raises(BadEvent, match=error):
+                await actor.ask(OnBar(msgspec.structs.replace(later, **change)))
+            assert await actor.ask(GetState()) is before
+            assert len(actor.bars) == 1
+            assert actor.bars.last_time() == good.ts
     finally:
         await store.close()
 
